@@ -1,0 +1,361 @@
+"""The ``facegate`` command line: a thin face over the vision and gallery services.
+
+Every command has ``--help``; a failure prints one line on stderr and exits non-zero.
+Results meant for scripts are JSON, one object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from device import __version__
+from device.errors import DuplicateTemplate, FacegateError, ImageUnreadable
+from device.gallery.store import Gallery
+from device.identification import Decision, Identifier
+from device.vision.image_io import read_image
+from device.vision.models import default_models_dir, list_cards, load_card
+from device.vision.pipeline import Face, FacePipeline
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def default_db() -> Path:
+    """``FACEGATE_DB``, else ``var/gallery.db`` in the project (a development default)."""
+    return Path(os.environ.get("FACEGATE_DB", PROJECT_DIR / "var" / "gallery.db"))
+
+
+# --- output helpers -------------------------------------------------------------------------
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def _face_json(face: Face, with_embedding: bool = True) -> dict:
+    result = {
+        "box": [round(float(v), 1) for v in face.box],
+        "score": round(face.score, 4),
+        "landmarks5": [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks5],
+        "quality": face.quality.as_dict(),
+    }
+    if with_embedding:
+        result["embedding"] = [round(float(v), 6) for v in face.embedding]
+    return result
+
+
+def _warn(message: str) -> None:
+    print(f"facegate: {message}", file=sys.stderr, flush=True)
+
+
+def _pipeline(args: argparse.Namespace) -> FacePipeline:
+    return FacePipeline.from_models_dir(args.models_dir, embedder=getattr(args, "model", None))
+
+
+def _open_gallery(args: argparse.Namespace) -> Gallery:
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    return Gallery(args.db)
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    pipeline = _pipeline(args)
+    failed = 0
+    for path in args.images:
+        try:
+            frame, _ = read_image(path)
+        except ImageUnreadable as exc:
+            _print_json({"path": str(path), "error": str(exc)})
+            failed += 1
+            continue
+        faces = pipeline.process(frame, thorough=True)
+        _print_json({"path": str(path), "model": pipeline.model_name,
+                     "faces": [_face_json(face) for face in faces]})
+    return 1 if failed else 0
+
+
+def _images_by_person(args: argparse.Namespace) -> Iterator[tuple[str, Path]]:
+    if args.from_folder:
+        if not args.from_folder.is_dir():
+            raise FacegateError(f"{args.from_folder}: not a folder")
+        for folder in sorted(p for p in args.from_folder.iterdir() if p.is_dir()):
+            for path in sorted(folder.iterdir()):
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    yield folder.name.replace("_", " ") if args.underscores else folder.name, path
+    else:
+        for path in args.images:
+            yield args.name, path
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from device.enrolment import enrol_photo
+
+    if bool(args.name) == bool(args.from_folder):
+        raise FacegateError("give either --name NAME IMAGE... or --from-folder DIR")
+    if args.name and not args.images:
+        raise FacegateError("no images given to enrol")
+    pipeline = _pipeline(args)
+    counts = {"enrolled": 0, "already": 0, "refused": 0}
+    with _open_gallery(args) as gallery:
+        for name, path in _images_by_person(args):
+            outcome: dict = {"path": str(path), "person": name}
+            try:
+                frame, sha256 = read_image(path)
+                enrolled = enrol_photo(pipeline, gallery, name, frame, sha256, label=str(path),
+                                       store_crop=not args.no_crops)
+                outcome.update(status="enrolled", person_id=enrolled.person.id,
+                               template_id=enrolled.template.id,
+                               quality=enrolled.face.quality.as_dict())
+                counts["enrolled"] += 1
+            except DuplicateTemplate as exc:
+                outcome.update(status="already enrolled", reason=str(exc))
+                counts["already"] += 1
+            except FacegateError as exc:
+                outcome.update(status="refused", reason=str(exc))
+                counts["refused"] += 1
+                if not args.json:
+                    _warn(f"refused {exc}")
+            if args.json:
+                _print_json(outcome)
+            elif outcome["status"] == "enrolled":
+                print(f"enrolled {name} from {path}", flush=True)
+    print(f"{counts['enrolled']} enrolled, {counts['already']} already enrolled, "
+          f"{counts['refused']} refused", file=sys.stderr)
+    # Exit 2 says "some photos were refused" to a script, distinct from a failure (1).
+    return 2 if counts["refused"] else 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    pipeline = _pipeline(args)
+    failed = 0
+    with _open_gallery(args) as gallery:
+        decision = Decision.from_card(pipeline.embedder_card.threshold, args.threshold,
+                                      args.margin)
+        identifier = Identifier(pipeline, gallery, decision)
+        for path in args.images:
+            try:
+                frame, _ = read_image(path)
+            except ImageUnreadable as exc:
+                _print_json({"path": str(path), "error": str(exc)})
+                failed += 1
+                continue
+            faces = []
+            for result in identifier.identify(frame, thorough=True):
+                faces.append({
+                    "box": [round(float(v), 1) for v in result.face.box],
+                    "person": result.person_name,
+                    "person_id": result.person_id,
+                    "active": result.active,
+                    "score": round(result.score, 4),
+                    "runner_up_score": round(result.runner_up_score, 4),
+                    "decision": result.decision,
+                })
+            _print_json({"path": str(path), "faces": faces})
+    return 1 if failed else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    pipeline = _pipeline(args)
+    embeddings = []
+    for path in (args.image1, args.image2):
+        frame, _ = read_image(path)
+        faces = pipeline.process(frame, thorough=True)
+        if not faces:
+            raise FacegateError(f"{path}: no face found")
+        embeddings.append(faces[0].embedding)
+    similarity = float(np.dot(embeddings[0], embeddings[1]))
+    card = pipeline.embedder_card.card
+    threshold = args.threshold if args.threshold is not None else \
+        card["verification_threshold"]["score"]
+    same = similarity >= threshold
+    if args.json:
+        _print_json({"similarity": round(similarity, 4), "threshold": threshold,
+                     "same_person": same})
+    else:
+        print(f"similarity {similarity:.4f} (threshold {threshold:.4f}): "
+              f"{'same person' if same else 'different people'}")
+    return 0
+
+
+def cmd_people(args: argparse.Namespace) -> int:
+    with _open_gallery(args) as gallery:
+        if args.action == "list":
+            people = gallery.list_people()
+            if args.json:
+                for person in people:
+                    _print_json({"id": person.id, "name": person.name,
+                                 "external_id": person.external_id,
+                                 "active": person.active,
+                                 "templates": person.template_count})
+            else:
+                for person in people:
+                    state = "" if person.active else " (inactive)"
+                    print(f"{person.name}{state}\t{person.template_count} templates\t{person.id}")
+            return 0
+        if not args.person:
+            raise FacegateError("people remove needs the person's name or id")
+        person = gallery.get_person(args.person)
+        removed = gallery.remove_person(person.id)
+        print(f"removed {person.name} and {removed} templates")
+        return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    embedder = load_card(args.model, args.models_dir) if args.model else None
+    if embedder is None:
+        from device.vision.models import DEFAULT_EMBEDDER
+        embedder = load_card(DEFAULT_EMBEDDER, args.models_dir)
+    info = {
+        "version": __version__,
+        "models_dir": str(args.models_dir or default_models_dir()),
+        "models": {card.name: {"task": card.task, "sha256_ok": card.verify_sha256()}
+                   for card in list_cards(args.models_dir)},
+        "embedder": embedder.name,
+        "threshold": embedder.threshold.get("score"),
+        "margin": embedder.threshold.get("margin"),
+        "threshold_set_at": {k: v for k, v in embedder.threshold.items()
+                             if k not in ("score", "margin")},
+        "verification_threshold": embedder.card.get("verification_threshold", {}).get("score"),
+        "alignment": embedder.card.get("alignment", {}).get("method"),
+        "db": str(args.db),
+    }
+    if args.db.exists():
+        with Gallery(args.db) as gallery:
+            info["gallery"] = gallery.counts()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_reembed(args: argparse.Namespace) -> int:
+    import cv2
+
+    pipeline = _pipeline(args)
+    done = skipped = 0
+    with _open_gallery(args) as gallery:
+        for template in gallery.templates_with_crops():
+            if template.model == pipeline.model_name:
+                continue
+            if template.crop_jpeg is None:
+                skipped += 1
+                continue
+            crop = cv2.imdecode(np.frombuffer(template.crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
+            gallery.replace_embedding(template.id, pipeline.embed_crop(crop),
+                                      pipeline.model_name)
+            done += 1
+    print(f"re-embedded {done} templates with {pipeline.model_name}; "
+          f"{skipped} had no stored crop (enrol those people again)")
+    return 1 if skipped else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Enrol the first photo of each demo person, then identify every other photo."""
+    import tempfile
+
+    folder = args.folder
+    with tempfile.TemporaryDirectory() as scratch:
+        db = Path(scratch) / "demo.db"
+        people = sorted(p for p in (folder / "people").iterdir() if p.is_dir())
+        base = ["--db", str(db)] + (["--models-dir", str(args.models_dir)]
+                                    if args.models_dir else [])
+        for person in people:
+            first = sorted(person.iterdir())[0]
+            main(["enroll", *base, "--name", person.name, str(first)])
+        probes = [p for person in people for p in sorted(person.iterdir())[1:]]
+        probes += sorted((folder / "strangers").iterdir())
+        return main(["identify", *base, *map(str, probes)])
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facegate", description="Face-recognition access control: enrol, identify, verify.")
+    parser.add_argument("--version", action="version", version=f"facegate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help_text: str, *, db: bool = False, model: bool = True):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--models-dir", type=Path, default=None,
+                         help="folder of .tflite models and their cards (default: models/)")
+        if model:
+            sub.add_argument("--model", default=None,
+                             help="embedder name in the models folder (default: SFace)")
+        if db:
+            sub.add_argument("--db", type=Path, default=default_db(),
+                             help="gallery SQLite file (default: $FACEGATE_DB or var/gallery.db)")
+        sub.set_defaults(func=func)
+        return sub
+
+    sub = command("embed", cmd_embed, "Print faces and embeddings of images as JSON lines.")
+    sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+
+    sub = command("enroll", cmd_enroll, "Enrol photos of a person into the gallery.", db=True)
+    sub.add_argument("--name", help="the person's name (created if new)")
+    sub.add_argument("--from-folder", type=Path, metavar="DIR",
+                     help="enrol DIR/<person name>/<images> (the LFW / CASIA-WebFace layout)")
+    sub.add_argument("--underscores", action="store_true",
+                     help="with --from-folder: turn '_' in folder names into spaces")
+    sub.add_argument("--no-crops", action="store_true",
+                     help="do not keep the aligned face crop (then `reembed` cannot recompute "
+                          "this template after a model change)")
+    sub.add_argument("--json", action="store_true", help="one JSON line per image")
+    sub.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
+
+    sub = command("identify", cmd_identify, "Identify the faces in images against the gallery.",
+                  db=True)
+    sub.add_argument("--threshold", type=float, default=None,
+                     help="minimum cosine to accept (default: the model card's open-set value)")
+    sub.add_argument("--margin", type=float, default=None,
+                     help="minimum lead over the next person (default: the model card's)")
+    sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+
+    sub = command("verify", cmd_verify, "Compare the largest faces of two images (1:1).")
+    sub.add_argument("image1", type=Path, metavar="IMAGE1")
+    sub.add_argument("image2", type=Path, metavar="IMAGE2")
+    sub.add_argument("--threshold", type=float, default=None,
+                     help="minimum cosine for 'same' (default: the card's 1:1 threshold)")
+    sub.add_argument("--json", action="store_true")
+
+    sub = command("people", cmd_people, "List or remove enrolled people.", db=True, model=False)
+    sub.add_argument("action", choices=["list", "remove"])
+    sub.add_argument("person", nargs="?", help="name or id (for remove)")
+    sub.add_argument("--json", action="store_true")
+
+    sub = command("info", cmd_info, "Show models, thresholds and gallery counts.", db=True)
+    sub.add_argument("--json", action="store_true")
+
+    command("reembed", cmd_reembed,
+            "Recompute every template with the active model from its stored crop.", db=True)
+
+    sub = command("demo", cmd_demo,
+                  "Enrol the bundled demo people and identify the other photos.", model=False)
+    sub.add_argument("--folder", type=Path, default=PROJECT_DIR / "tests" / "data",
+                     help="folder with people/<name>/*.jpg and strangers/*.jpg")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FacegateError as exc:
+        _warn(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Errors a user can cause, caught at the edges (CLI, web) and shown as one sentence."""
+
+
+class FacegateError(Exception):
+    """Base class: the message is meant for the user as it is."""
+
+
+class ImageUnreadable(FacegateError):
+    """The file is missing, empty, truncated or not an image OpenCV can decode."""
+
+
+class NoFaceFound(FacegateError):
+    """No face was detected in the image."""
+
+
+class SeveralFaces(FacegateError):
+    """More than one face was found where exactly one is needed (enrolment)."""
+
+
+class PoorQuality(FacegateError):
+    """A face was found but is too small, blurred, dark or turned away to be trusted."""
+
+
+class ModelNotFound(FacegateError):
+    """The named model (or its card) is not in the models directory."""
+
+
+class ModelMismatch(FacegateError):
+    """Templates or cards do not belong to the model in use."""
+
+
+class PersonNotFound(FacegateError):
+    """No person with that name or id is in the gallery."""
+
+
+class DuplicateTemplate(FacegateError):
+    """This image (the same bytes, under the same model) is already enrolled."""

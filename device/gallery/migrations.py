@@ -1,0 +1,182 @@
+"""Numbered schema migrations for the gallery file, each applied in one transaction.
+
+The shape follows sqlite-utils' ``migrations.py``: a migration is a function of the database,
+run inside a transaction together with the record of it having been applied, so a migration
+that raises leaves the file exactly as it was and stays pending. Two differences, both because
+several processes (the door daemon, the CLI, the web page) open the same file and may start
+at the same moment: migrations are numbered rather than named, and the version is read again
+*after* taking the write lock, so two processes never apply the same migration twice.
+
+Never edit a migration once it has shipped: a door already at that version would not run it
+again. Append a new one instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlite_utils import Database
+
+from device.errors import FacegateError
+
+MIGRATIONS_TABLE = "_migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Schema version ``version`` (1, 2, ...), reached by calling ``apply(db)``.
+
+    ``apply`` runs inside an open transaction: it must not commit, and it must not use
+    statements SQLite refuses inside a transaction (``VACUUM``, ``PRAGMA journal_mode``).
+    """
+
+    version: int
+    name: str
+    apply: Callable[[Database], None]
+
+
+@contextlib.contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """Run a block as one ``BEGIN IMMEDIATE`` transaction: all of it is committed, or none.
+
+    IMMEDIATE takes the write lock at the start. With a plain (deferred) ``BEGIN``, a
+    transaction that reads and then writes can fail with "database is locked" *without
+    waiting* when another process wrote in between, because SQLite cannot upgrade a stale
+    read snapshot; taking the lock first makes a second writer wait for the busy timeout
+    instead. Not re-entrant: nesting raises, so that a rollback never undoes less than the
+    caller expects.
+    """
+    if db.conn.in_transaction:
+        raise RuntimeError("write_transaction() cannot be nested inside another transaction")
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        # Some errors (a full disk, an interrupt) end the transaction themselves.
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+def schema_version(db: Database) -> int:
+    """The highest migration applied to this file, 0 for a new (or foreign) file."""
+    if not db[MIGRATIONS_TABLE].exists():
+        return 0
+    return db.execute(f"SELECT COALESCE(MAX(version), 0) FROM {MIGRATIONS_TABLE}").fetchone()[0]
+
+
+def migrate(db: Database, migrations: Sequence[Migration]) -> list[int]:
+    """Apply the pending ``migrations`` in order; return the versions applied now.
+
+    Each migration commits on its own, so an error in migration 3 keeps 1 and 2 and leaves
+    the file at version 2. Raises :class:`FacegateError` when the file is at a higher version
+    than this code knows (it was written by a newer facegate): running old code against a
+    newer schema could silently lose data.
+    """
+    _check_numbering(migrations)
+    latest = len(migrations)
+    # The common case, an up-to-date file, is answered without taking the write lock.
+    if schema_version(db) == latest:
+        return []
+    applied = []
+    for migration in migrations:
+        with write_transaction(db):
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            current = schema_version(db)
+            if current > latest:
+                raise FacegateError(
+                    f"the gallery file is at schema version {current}, written by a newer "
+                    f"facegate; this one knows version {latest} at most, so upgrade it"
+                )
+            if migration.version <= current:
+                continue
+            migration.apply(db)
+            db.execute(
+                f"INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at) VALUES (?, ?, ?)",
+                [migration.version, migration.name, datetime.now(UTC).isoformat()],
+            )
+        applied.append(migration.version)
+    return applied
+
+
+def _check_numbering(migrations: Sequence[Migration]) -> None:
+    versions = [migration.version for migration in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migrations must be numbered 1, 2, 3, ... in order, got {versions}")
+
+
+# --- The migrations ------------------------------------------------------------------------
+
+# Same format as the Python side's timestamps: UTC, milliseconds, a trailing Z.
+NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+def _create_people_templates_changes(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE people (
+            id TEXT PRIMARY KEY NOT NULL,
+            name TEXT NOT NULL UNIQUE,
+            external_id TEXT,
+            active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+            valid_from TEXT,
+            valid_until TEXT,
+            schedule TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE templates (
+            id TEXT PRIMARY KEY NOT NULL,
+            person_id TEXT NOT NULL REFERENCES people (id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            embedding BLOB NOT NULL,
+            dim INTEGER NOT NULL,
+            quality TEXT NOT NULL DEFAULT '{}',
+            crop_jpeg BLOB,
+            source_sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1,
+            UNIQUE (model, source_sha256)
+        )
+        """
+    )
+    db.execute("CREATE INDEX templates_model_person ON templates (model, person_id)")
+    db.execute(
+        f"""
+        CREATE TABLE changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            entity TEXT NOT NULL CHECK (entity IN ('person', 'template')),
+            entity_id TEXT NOT NULL,
+            op TEXT NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
+            version INTEGER NOT NULL,
+            at TEXT NOT NULL DEFAULT ({NOW_SQL})
+        )
+        """
+    )
+    # Triggers rather than Python calls, so that a write made by any process, or by hand with
+    # the sqlite3 shell, is logged too (AUTOINCREMENT: a seq is never reused after a delete).
+    for table, entity in (("people", "person"), ("templates", "template")):
+        for op, row in (("insert", "NEW"), ("update", "NEW"), ("delete", "OLD")):
+            db.execute(
+                f"CREATE TRIGGER {table}_{op}_log AFTER {op.upper()} ON {table} BEGIN"
+                f" INSERT INTO changes (entity, entity_id, op, version)"
+                f" VALUES ('{entity}', {row}.id, '{op}', {row}.version); END"
+            )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "people, templates and the change log", _create_people_templates_changes),
+)

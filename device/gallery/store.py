@@ -1,0 +1,519 @@
+"""The gallery: the people a door knows, and the face templates it recognises them by.
+
+One SQLite file is shared by several processes (the door daemon, the CLI, the web page), so
+it is opened in WAL mode (readers never block the writer, nor the writer them), with a busy
+timeout (a second writer waits rather than failing at once), and every write runs in one
+``BEGIN IMMEDIATE`` transaction (:func:`~device.gallery.migrations.write_transaction`).
+
+A template keeps, beside its embedding (little-endian float32), the aligned crop it was
+computed from, so that a new model can re-embed the gallery without the original photos, and
+the SHA-256 of the source image, so that the same photo is never enrolled twice for a model.
+Triggers append every insert, update and delete to ``changes``; its highest ``seq`` tells a
+running daemon, cheaply, that it should reload its matcher.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlite_utils import Database
+
+from device.errors import DuplicateTemplate, FacegateError, ModelMismatch, PersonNotFound
+from device.gallery.migrations import MIGRATIONS, Migration, migrate, write_transaction
+
+# Bytes on disk are little-endian whatever the machine, so a gallery file can be copied
+# between a Pi and a PC (and, later, replicated between doors).
+EMBEDDING_DTYPE = np.dtype("<f4")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass(frozen=True)
+class Person:
+    """A person the door knows. Times are UTC ISO 8601 strings ending in ``Z``.
+
+    ``valid_from``/``valid_until`` bound when the door lets them in and ``schedule`` is JSON
+    text; both are stored here and enforced by the door, not by the gallery. ``version``
+    starts at 1 and grows by one with every update.
+    """
+
+    id: str
+    name: str
+    external_id: str | None
+    active: bool
+    valid_from: str | None
+    valid_until: str | None
+    schedule: str | None
+    created_at: str
+    updated_at: str
+    version: int
+
+
+@dataclass(frozen=True)
+class PersonSummary(Person):
+    """A person as :meth:`Gallery.list_people` shows them: with their number of templates
+    (over all models)."""
+
+    template_count: int
+
+
+@dataclass(frozen=True, eq=False)
+class Template:
+    """One enrolled face: its embedding under ``model`` and where it came from.
+
+    ``embedding`` is a read-only float32 vector. ``crop_jpeg`` is the aligned crop, or None
+    when the site does not store crops (such a template cannot be re-embedded). Compared by
+    identity: numpy arrays have no single truth value for ``==``.
+    """
+
+    id: str
+    person_id: str
+    model: str
+    embedding: np.ndarray
+    quality: dict[str, Any]
+    crop_jpeg: bytes | None
+    source_sha256: str
+    created_at: str
+    updated_at: str
+    version: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedding.shape[0])
+
+
+class Gallery:
+    """The gallery file at ``path``, created and migrated to the latest schema if needed.
+
+    ``busy_timeout_s`` is how long a write waits for another process's write to finish
+    before giving up with ``sqlite3.OperationalError: database is locked``. ``migrations``
+    is for tests; a migration that fails raises here and leaves the file as it was.
+
+    One object per thread: the sqlite3 connection refuses to be shared between threads.
+    ``db`` (the sqlite-utils database) is there for inspection; write through the methods,
+    which keep ``version``, ``updated_at`` and the invariants.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_s: float = 5.0,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.path = Path(path)
+        self.db = Database(sqlite3.connect(str(path), timeout=busy_timeout_s))
+        try:
+            # Per connection, and off by default in SQLite: without it ON DELETE CASCADE and
+            # REFERENCES are silently ignored.
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.enable_wal()
+            migrate(self.db, migrations)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- People ----------------------------------------------------------------------------
+
+    def add_person(self, name: str, external_id: str | None = None, active: bool = True) -> Person:
+        """Enrol a new person with a fresh uuid4 id. Names are unique (exact, case-sensitive)."""
+        now = _utc_now()
+        person = Person(
+            id=str(uuid.uuid4()),
+            name=_clean_name(name),
+            external_id=external_id,
+            active=bool(active),
+            valid_from=None,
+            valid_until=None,
+            schedule=None,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        with write_transaction(self.db):
+            self._refuse_taken_name(person.name)
+            self.db.execute(
+                "INSERT INTO people (id, name, external_id, active, created_at, updated_at,"
+                " version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [person.id, person.name, external_id, int(person.active), now, now, 1],
+            )
+        return person
+
+    def get_person(self, key: str) -> Person:
+        """The person whose id, or else whose name, is ``key``; raises :class:`PersonNotFound`."""
+        person = self._person_by_id(key) or self.find_person(key)
+        if person is None:
+            raise PersonNotFound(f"nobody named {key!r} (nor with that id) is in the gallery")
+        return person
+
+    def find_person(self, name: str) -> Person | None:
+        """The person called ``name``, or None."""
+        rows = list(self.db.query(f"SELECT {_PERSON_COLUMNS} FROM people WHERE name = ?", [name]))
+        return _person(rows[0]) if rows else None
+
+    def list_people(self) -> list[PersonSummary]:
+        """Everyone, by name (ignoring case), each with their number of templates (all models)."""
+        rows = self.db.query(
+            f"SELECT {_PERSON_COLUMNS}, COUNT(templates.id) AS template_count FROM people"
+            " LEFT JOIN templates ON templates.person_id = people.id"
+            " GROUP BY people.id ORDER BY people.name COLLATE NOCASE, people.name"
+        )
+        return [PersonSummary(**{**row, "active": bool(row["active"])}) for row in rows]
+
+    def update_person(self, key: str, **fields: Any) -> Person:
+        """Change some of ``name``, ``external_id``, ``active``, ``valid_from``,
+        ``valid_until`` and ``schedule``; bumps ``version`` and ``updated_at``.
+
+        ``valid_from``/``valid_until`` take a timezone-aware datetime or ISO 8601 string (a
+        naive time is refused: the door and the enrolling PC may not share a time zone) and
+        are stored in UTC. ``schedule`` takes JSON text or a JSON-serialisable object.
+        Passing None clears a field. Unknown fields raise ``TypeError``.
+        """
+        unknown = set(fields) - set(_PERSON_FIELDS)
+        if unknown:
+            raise TypeError(f"update_person() got unknown fields: {', '.join(sorted(unknown))}")
+        values = {name: _PERSON_FIELDS[name](value) for name, value in fields.items()}
+        with write_transaction(self.db):
+            person = self.get_person(key)
+            if not values:
+                return person
+            if "name" in values and values["name"] != person.name:
+                self._refuse_taken_name(values["name"])
+            assignments = ", ".join(f"{name} = ?" for name in values)
+            self.db.execute(
+                f"UPDATE people SET {assignments}, updated_at = ?, version = version + 1"
+                " WHERE id = ?",
+                [*values.values(), _utc_now(), person.id],
+            )
+            return self.get_person(person.id)
+
+    def remove_person(self, key: str) -> int:
+        """Remove a person and all their templates at once; return how many templates went.
+
+        The templates are deleted explicitly rather than left to ON DELETE CASCADE, so the
+        count is exact and a file edited by a connection without foreign keys stays clean.
+        """
+        with write_transaction(self.db):
+            person = self.get_person(key)
+            removed = self.db.execute(
+                "DELETE FROM templates WHERE person_id = ?", [person.id]
+            ).rowcount
+            self.db.execute("DELETE FROM people WHERE id = ?", [person.id])
+        return removed
+
+    # --- Templates -------------------------------------------------------------------------
+
+    def add_template(
+        self,
+        person_id: str,
+        embedding: np.ndarray,
+        model: str,
+        quality: dict[str, Any],
+        crop_jpeg: bytes | None,
+        source_sha256: str,
+    ) -> Template:
+        """Store one template for the person with id ``person_id``.
+
+        ``embedding`` is a 1-D finite float vector, not all zeros; it is stored as float32
+        (a float64 input is rounded) and every template of one ``model`` must have the same
+        length (else :class:`ModelMismatch`). ``source_sha256`` is the hex SHA-256 of the
+        source image's bytes: the same image enrolled twice under one model raises
+        :class:`DuplicateTemplate`, naming the person who has it. ``quality`` is stored as
+        JSON (numpy scalars are accepted).
+        """
+        vector = _as_embedding(embedding)
+        model = _clean_model(model)
+        source_sha256 = _as_sha256(source_sha256)
+        row = {
+            "id": str(uuid.uuid4()),
+            "person_id": person_id,
+            "model": model,
+            "embedding": _to_blob(vector),
+            "dim": vector.size,
+            "quality": _quality_json(quality),
+            "crop_jpeg": _as_jpeg(crop_jpeg),
+            "source_sha256": source_sha256,
+            "created_at": _utc_now(),
+        }
+        with write_transaction(self.db):
+            if self._person_by_id(person_id) is None:
+                raise PersonNotFound(f"no person with id {person_id!r} is in the gallery")
+            self._refuse_duplicate(model, source_sha256)
+            self._check_dim(model, vector.size)
+            self.db.execute(
+                f"INSERT INTO templates ({', '.join(row)}, updated_at, version)"
+                f" VALUES ({', '.join('?' * len(row))}, ?, 1)",
+                [*row.values(), row["created_at"]],
+            )
+            return self.get_template(row["id"])
+
+    def get_template(self, template_id: str) -> Template:
+        """The template with that id; raises ``LookupError`` when there is none."""
+        rows = list(
+            self.db.query(f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE id = ?", [template_id])
+        )
+        if not rows:
+            raise LookupError(f"no template with id {template_id!r} is in the gallery")
+        return _template(rows[0])
+
+    def has_source(self, model: str, source_sha256: str) -> Person | None:
+        """Who already has a template of ``model`` made from this image, if anyone."""
+        rows = list(
+            self.db.query(
+                f"SELECT {_PERSON_COLUMNS} FROM templates"
+                " JOIN people ON people.id = templates.person_id"
+                " WHERE templates.model = ? AND templates.source_sha256 = ?",
+                [model, source_sha256],
+            )
+        )
+        return _person(rows[0]) if rows else None
+
+    def embeddings(self, model: str) -> tuple[list[str], list[str], np.ndarray]:
+        """All templates of ``model`` for the matcher: ``(person_ids, template_ids, matrix)``.
+
+        ``matrix`` is a writable (n, dim) float32 array whose row i belongs to
+        ``person_ids[i]``; rows come grouped by person. With no template of that model it is
+        empty with shape (0, 0). Inactive people are included on purpose: the door should
+        recognise a deactivated person and refuse them, not match their face to whoever is
+        next closest.
+        """
+        rows = self.db.execute(
+            "SELECT person_id, id, dim, embedding FROM templates WHERE model = ?"
+            " ORDER BY person_id, created_at, id",
+            [model],
+        ).fetchall()
+        if not rows:
+            return [], [], np.empty((0, 0), np.float32)
+        person_ids, template_ids, dims, blobs = (list(column) for column in zip(*rows, strict=True))
+        if len(set(dims)) != 1:
+            raise ModelMismatch(f"templates of model {model!r} have mixed lengths {set(dims)}")
+        # One join and one frombuffer instead of a row-by-row copy; a bytearray makes the
+        # array writable without a second copy of what can be a few hundred megabytes.
+        matrix = np.frombuffer(bytearray().join(blobs), EMBEDDING_DTYPE)
+        matrix = matrix.reshape(len(rows), dims[0]).astype(np.float32, copy=False)
+        return person_ids, template_ids, matrix
+
+    def templates_with_crops(self, model: str | None = None) -> Iterator[Template]:
+        """Every template that has a stored crop (of ``model``, or of any model), for
+        re-embedding. Templates are fetched one at a time, so the crops of a large gallery
+        are never all in memory, and the caller may write to the gallery while iterating."""
+        sql = "SELECT id FROM templates WHERE crop_jpeg IS NOT NULL"
+        params: list[str] = []
+        if model is not None:
+            sql += " AND model = ?"
+            params.append(model)
+        ids = [row[0] for row in self.db.execute(sql + " ORDER BY created_at, id", params)]
+        for template_id in ids:
+            try:
+                yield self.get_template(template_id)
+            except LookupError:  # removed since the list was taken
+                continue
+
+    def replace_embedding(self, template_id: str, embedding: np.ndarray, model: str) -> Template:
+        """Give a template a new embedding, under ``model`` (the same or a new one).
+
+        Checked as :meth:`add_template` checks. Hazard: changing the model in place takes the
+        template out of the old model's matcher at once; to switch models without a gap, add
+        templates for the new model first (:meth:`add_template` from the crop) and remove
+        the old ones once the door runs the new model.
+        """
+        vector = _as_embedding(embedding)
+        model = _clean_model(model)
+        with write_transaction(self.db):
+            template = self.get_template(template_id)
+            if model != template.model:
+                self._refuse_duplicate(model, template.source_sha256)
+            self._check_dim(model, vector.size, ignoring=template_id)
+            self.db.execute(
+                "UPDATE templates SET model = ?, embedding = ?, dim = ?, updated_at = ?,"
+                " version = version + 1 WHERE id = ?",
+                [model, _to_blob(vector), vector.size, _utc_now(), template_id],
+            )
+            return self.get_template(template_id)
+
+    # --- State -----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, Any]:
+        """``{"people": n, "templates": {model: n, ...}}``."""
+        people = self.db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
+        templates = self.db.execute(
+            "SELECT model, COUNT(*) FROM templates GROUP BY model ORDER BY model"
+        ).fetchall()
+        return {"people": people, "templates": dict(templates)}
+
+    def change_seq(self) -> int:
+        """The number of the latest change to people or templates, 0 for a new gallery.
+
+        It only grows, whichever process made the change, so a daemon that polls it knows
+        when to reload. Cheap: MAX over the rowid is one B-tree descent (4 us measured).
+        """
+        return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+
+    # --- Private ---------------------------------------------------------------------------
+
+    def _person_by_id(self, person_id: str) -> Person | None:
+        rows = list(
+            self.db.query(f"SELECT {_PERSON_COLUMNS} FROM people WHERE id = ?", [person_id])
+        )
+        return _person(rows[0]) if rows else None
+
+    def _refuse_taken_name(self, name: str) -> None:
+        if self.find_person(name) is not None:
+            raise FacegateError(f"a person named {name!r} is already in the gallery")
+
+    def _refuse_duplicate(self, model: str, source_sha256: str) -> None:
+        owner = self.has_source(model, source_sha256)
+        if owner is not None:
+            raise DuplicateTemplate(
+                f"this image is already enrolled for {owner.name} (model {model})"
+            )
+
+    def _check_dim(self, model: str, dim: int, ignoring: str = "") -> None:
+        row = self.db.execute(
+            "SELECT dim FROM templates WHERE model = ? AND id != ? LIMIT 1", [model, ignoring]
+        ).fetchone()
+        if row is not None and row[0] != dim:
+            raise ModelMismatch(
+                f"model {model!r} makes {row[0]}-long embeddings in this gallery, not {dim}"
+            )
+
+
+# --- Conversions between Python values and columns ---------------------------------------
+
+# Columns are named, never "*": a later migration may add columns that this code (or an older
+# copy of it on another door) does not know.
+_PERSON_COLUMNS = ", ".join(f"people.{field.name}" for field in fields(Person))
+_TEMPLATE_COLUMNS = ", ".join(
+    f"templates.{name}" for name in [field.name for field in fields(Template)] + ["dim"]
+)
+
+
+def _utc_now() -> str:
+    # The same format as the triggers' strftime('%Y-%m-%dT%H:%M:%fZ'), so times sort as text.
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _person(row: dict[str, Any]) -> Person:
+    return Person(**{**row, "active": bool(row["active"])})
+
+
+def _template(row: dict[str, Any]) -> Template:
+    fields = dict(row)
+    dim = fields.pop("dim")
+    embedding = np.frombuffer(fields["embedding"], EMBEDDING_DTYPE).astype(np.float32)
+    if embedding.shape != (dim,):
+        raise ModelMismatch(f"template {row['id']} holds {embedding.size} numbers, not {dim}")
+    embedding.flags.writeable = False
+    fields["embedding"] = embedding
+    fields["quality"] = json.loads(fields["quality"])
+    return Template(**fields)
+
+
+def _clean_name(name: str) -> str:
+    cleaned = " ".join(str(name).split())
+    if not cleaned:
+        raise ValueError("a person's name cannot be empty")
+    return cleaned
+
+
+def _clean_model(model: str) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError("the model name cannot be empty")
+    return model
+
+
+def _as_embedding(embedding: np.ndarray) -> np.ndarray:
+    array = np.asarray(embedding)
+    if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"an embedding is a 1-D float vector, got {array.dtype} {array.shape}")
+    vector = array.astype(np.float32)
+    if not np.all(np.isfinite(vector)):
+        raise ValueError("the embedding contains NaN or infinity")
+    if not np.any(vector):
+        raise ValueError("the embedding is all zeros (the embedder found nothing to encode)")
+    vector.flags.writeable = False
+    return vector
+
+
+def _to_blob(vector: np.ndarray) -> bytes:
+    return vector.astype(EMBEDDING_DTYPE, copy=False).tobytes()
+
+
+def _as_sha256(source_sha256: str) -> str:
+    if not isinstance(source_sha256, str) or not _SHA256.fullmatch(source_sha256):
+        raise ValueError("source_sha256 must be 64 lowercase hex digits (hashlib's hexdigest())")
+    return source_sha256
+
+
+def _as_jpeg(crop_jpeg: bytes | None) -> bytes | None:
+    if crop_jpeg is None:
+        return None
+    data = bytes(crop_jpeg)
+    if not data.startswith(_JPEG_MAGIC):
+        raise ValueError("crop_jpeg is not JPEG data (encode the aligned crop with cv2.imencode)")
+    return data
+
+
+def _quality_json(quality: dict[str, Any]) -> str:
+    def plain(value: object) -> object:
+        if isinstance(value, np.generic):  # the vision code hands over numpy scalars
+            return value.item()
+        raise TypeError(f"quality values must be JSON numbers or strings, got {type(value)}")
+
+    return json.dumps(dict(quality), sort_keys=True, default=plain)
+
+
+def _as_utc_time(value: datetime | str | None) -> str | None:
+    if value is None:
+        return None
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if when.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone; give one (e.g. +01:00 or Z)")
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _as_schedule(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        json.loads(value)  # refuse text that is not JSON now, not when the door reads it
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _as_flag(value: object) -> int:
+    if not isinstance(value, bool | int | np.bool_) or value not in (0, 1):
+        raise ValueError(f"active must be True or False, got {value!r}")
+    return int(value)
+
+
+_PERSON_FIELDS = {
+    "name": _clean_name,
+    "external_id": _optional_text,
+    "active": _as_flag,
+    "valid_from": _as_utc_time,
+    "valid_until": _as_utc_time,
+    "schedule": _as_schedule,
+}

@@ -1,0 +1,1 @@
+"""Vision: frame -> faces (detect, landmarks, align, embed, quality)."""

@@ -1,0 +1,144 @@
+"""The face pipeline: frame -> detector -> FaceMesh -> alignment -> quality -> embedding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from device.vision.alignment import ARCFACE_TEMPLATE_112, Aligner
+from device.vision.detector import FaceDetector
+from device.vision.embedder import FaceEmbedder
+from device.vision.interpreter import InterpreterFactory
+from device.vision.landmarks import FaceMesh
+from device.vision.models import (
+    DEFAULT_EMBEDDER,
+    DETECTOR,
+    LANDMARKS,
+    ModelCard,
+    default_models_dir,
+    load_card,
+)
+from device.vision.quality import Quality, measure_quality
+
+# Below this FaceMesh presence score the detector's box is taken for a false positive (a cat,
+# a pattern in a tile): the mesh model has looked closer than the detector could. Detector
+# false positives on ../shared/data/no-face score under 0.05; a real face in strong profile
+# (lfw-a Franz_Muentefering_0003) scored 0.375, which MediaPipe's usual 0.5 would drop.
+MIN_MESH_PRESENCE = 0.2
+
+
+@dataclass(frozen=True)
+class Face:
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in frame pixels
+    score: float  # detector confidence
+    landmarks5: np.ndarray  # (5, 2) eye centres, nose tip, mouth corners
+    landmarks: np.ndarray  # (468, 3) FaceMesh points, frame pixels
+    quality: Quality
+    aligned: np.ndarray  # the aligned crop the embedder saw, BGR uint8
+    alignment: str  # "similarity" or "homography" (the method actually used)
+    embedding: np.ndarray  # (dim,) float32, unit length
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+class FacePipeline:
+    """Finds, aligns and embeds every face in a frame, largest first.
+
+    Built from three model wrappers and an aligner; ``from_models_dir`` picks them by name.
+    """
+
+    def __init__(self, detector: FaceDetector, mesh: FaceMesh, aligner: Aligner,
+                 embedder: FaceEmbedder, embedder_card: ModelCard) -> None:
+        self.detector = detector
+        self.mesh = mesh
+        self.aligner = aligner
+        self.embedder = embedder
+        self.embedder_card = embedder_card
+
+    @classmethod
+    def from_models_dir(
+        cls,
+        models_dir: str | Path | None = None,
+        *,
+        embedder: str | None = None,
+        alignment: str | None = None,
+        mirror: bool | None = None,
+        interpreter_factory: InterpreterFactory | None = None,
+    ) -> FacePipeline:
+        """Load the detector, FaceMesh and an embedder (default: SFace) by name.
+
+        ``alignment`` and ``mirror`` override the embedder card's choices (for evaluation).
+        """
+        models_dir = Path(models_dir) if models_dir else default_models_dir()
+        detector_card = load_card(DETECTOR, models_dir)
+        mesh_card = load_card(LANDMARKS, models_dir)
+        embedder_card = load_card(embedder or DEFAULT_EMBEDDER, models_dir)
+        feed = embedder_card.card["input"]
+        align = embedder_card.card.get("alignment", {})
+        size = int(feed["size"][0])
+        aligner = Aligner(
+            method=alignment or align.get("method", "similarity"),
+            template=np.array(align.get("template", ARCFACE_TEMPLATE_112), np.float32),
+            size=size,
+            canonical_mesh=embedder_card.companion("canonical_mesh"),
+        )
+        return cls(
+            FaceDetector(detector_card.path, interpreter_factory=interpreter_factory),
+            FaceMesh(mesh_card.path, interpreter_factory=interpreter_factory),
+            aligner,
+            FaceEmbedder(
+                embedder_card.path,
+                colour=feed.get("colour", "RGB"),
+                mean=feed.get("mean", 0.0),
+                std=feed.get("std", 1.0),
+                mirror=embedder_card.card.get("mirror", False) if mirror is None else mirror,
+                interpreter_factory=interpreter_factory,
+            ),
+            embedder_card,
+        )
+
+    @property
+    def model_name(self) -> str:
+        """The embedder's name: templates are only ever compared with the same model's."""
+        return self.embedder_card.name
+
+    def process(self, frame_bgr: np.ndarray, *, thorough: bool = False,
+                max_faces: int | None = None, min_interocular_px: float = 0.0) -> list[Face]:
+        """Every face in the frame, largest first; an empty list when there is none.
+
+        ``thorough`` searches harder for small and cut faces (still photos).
+        ``max_faces`` embeds only the largest few (the door needs the nearest person).
+        ``min_interocular_px`` skips the embedding of faces too far away to be at the door.
+        """
+        detections = sorted(self.detector.detect(frame_bgr, thorough=thorough),
+                            key=lambda d: d.area, reverse=True)
+        faces = []
+        for detection in detections:
+            if max_faces is not None and len(faces) >= max_faces:
+                break
+            landmarks = self.mesh.locate(frame_bgr, detection)
+            if landmarks.presence < MIN_MESH_PRESENCE:
+                continue
+            five = landmarks.five_points()
+            if float(np.linalg.norm(five[1] - five[0])) < min_interocular_px:
+                continue
+            aligned = self.aligner.align(frame_bgr, five, landmarks.points)
+            faces.append(Face(
+                box=detection.box,
+                score=detection.score,
+                landmarks5=five,
+                landmarks=landmarks.points,
+                quality=measure_quality(five, landmarks.points, aligned.crop),
+                aligned=aligned.crop,
+                alignment=aligned.method,
+                embedding=self.embedder.embed([aligned.crop])[0],
+            ))
+        return faces
+
+    def embed_crop(self, aligned_crop: np.ndarray) -> np.ndarray:
+        """Embed a stored aligned crop (re-embedding a gallery after a model change)."""
+        return self.embedder.embed([aligned_crop])[0]

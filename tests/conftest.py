@@ -1,0 +1,36 @@
+"""Shared fixtures: real models on the real images in tests/data (see tests/data/SOURCES.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from device.vision.pipeline import FacePipeline
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def pipeline() -> FacePipeline:
+    return FacePipeline.from_models_dir()
+
+
+@pytest.fixture(scope="session")
+def people() -> dict[str, list[Path]]:
+    """Name -> sorted image paths of the two test people (three photos each)."""
+    return {folder.name: sorted(folder.glob("*.jpg"))
+            for folder in sorted((DATA / "people").iterdir())}
+
+
+def load(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    assert image is not None, path
+    return image

@@ -1,0 +1,1 @@
+"""Training, conversion and evaluation tools (TensorFlow only here, never on the door)."""
