@@ -35,3 +35,24 @@ class PersonNotFound(FacegateError):
 
 class DuplicateTemplate(FacegateError):
     """This image (the same bytes, under the same model) is already enrolled."""
+
+
+class CameraError(FacegateError):
+    """The camera cannot be opened or stopped delivering frames (unplugged, busy, gone)."""
+
+
+class EndOfStream(CameraError):
+    """A replay without looping has played its last frame (not a fault: ``--exit-at-end``)."""
+
+
+class ConfigError(FacegateError):
+    """The configuration file, an environment variable or a command-line override is wrong:
+    the message names the key, where it came from, and what is allowed."""
+
+
+class TimeUnreadable(FacegateError):
+    """A time given by the user (``--since``) is neither an ISO date/time nor an age like 2h."""
+
+
+class EventNotFound(FacegateError):
+    """No event with that id is in the access log."""

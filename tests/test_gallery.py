@@ -16,6 +16,7 @@ from device.gallery import Gallery, Person
 from device.gallery.migrations import MIGRATIONS, Migration, migrate, schema_version
 
 DIM = 128
+NEXT = len(MIGRATIONS) + 1  # the number a migration added by a test gets
 CROP = b"\xff\xd8\xff\xe0 not a real JPEG body, only its magic"
 
 
@@ -78,8 +79,9 @@ def test_reopening_an_existing_gallery_keeps_its_data_and_applies_only_new_migra
     with Gallery(gallery_path) as same_code:
         assert migrate(same_code.db, MIGRATIONS) == []
     # Migration 1 has no IF NOT EXISTS: were it applied again, opening would fail.
-    with Gallery(gallery_path, migrations=[*MIGRATIONS, Migration(2, "notes", add_notes)]) as newer:
-        assert schema_version(newer.db) == 2
+    notes = Migration(NEXT, "notes", add_notes)
+    with Gallery(gallery_path, migrations=[*MIGRATIONS, notes]) as newer:
+        assert schema_version(newer.db) == NEXT
         assert newer.get_person("Alice") == alice
         assert np.array_equal(newer.get_template(template.id).embedding, template.embedding)
         assert "notes" in newer.db["people"].columns_dict
@@ -107,7 +109,8 @@ def test_processes_opening_a_new_file_at_once_apply_each_migration_once(gallery_
         thread.join()
     assert errors == []
     with Gallery(gallery_path) as gallery:
-        assert gallery.db.execute("SELECT version FROM _migrations").fetchall() == [(1,)]
+        versions = gallery.db.execute("SELECT version FROM _migrations").fetchall()
+        assert versions == [(version,) for version in range(1, NEXT)]
 
 
 def test_a_failing_migration_leaves_the_database_as_it_was(gallery_path, rng):
@@ -119,12 +122,12 @@ def test_a_failing_migration_leaves_the_database_as_it_was(gallery_path, rng):
         db.execute("UPDATE people SET name = 'Mallory'")
         raise RuntimeError("migration 2 is broken")
 
-    broken = [*MIGRATIONS, Migration(2, "broken", half_done_then_broken)]
+    broken = [*MIGRATIONS, Migration(NEXT, "broken", half_done_then_broken)]
     with pytest.raises(RuntimeError, match="migration 2 is broken"):
         Gallery(gallery_path, migrations=broken)
 
     with Gallery(gallery_path) as after:
-        assert schema_version(after.db) == 1
+        assert schema_version(after.db) == len(MIGRATIONS)
         assert "doors" not in after.db.table_names()
         assert [person.name for person in after.list_people()] == ["Alice"]
 
@@ -134,13 +137,13 @@ def test_a_failing_migration_on_an_empty_file_keeps_the_migrations_before_it(gal
         raise RuntimeError("no")
 
     with pytest.raises(RuntimeError):
-        Gallery(gallery_path, migrations=[*MIGRATIONS, Migration(2, "broken", broken)])
+        Gallery(gallery_path, migrations=[*MIGRATIONS, Migration(NEXT, "broken", broken)])
     with Gallery(gallery_path) as after:
-        assert schema_version(after.db) == 1
+        assert schema_version(after.db) == len(MIGRATIONS)
 
 
 def test_a_gallery_written_by_a_newer_facegate_is_refused(gallery_path):
-    newer = [*MIGRATIONS, Migration(2, "from the future", lambda db: None)]
+    newer = [*MIGRATIONS, Migration(NEXT, "from the future", lambda db: None)]
     Gallery(gallery_path, migrations=newer).close()
     with pytest.raises(FacegateError, match="newer facegate"):
         Gallery(gallery_path)

@@ -177,6 +177,43 @@ def _create_people_templates_changes(db: Database) -> None:
             )
 
 
+def _create_events(db: Database) -> None:
+    # The access log lives in the gallery's file so that one copy of the file is one
+    # consistent backup. No foreign key to people: an event outlives its person (their name
+    # and snapshots are erased, the door's decision stays; see device/events/log.py). No
+    # CHECK on kind either: SQLite cannot change a CHECK without rebuilding the table, and a
+    # door receiving a newer door's kinds by replication must still accept them.
+    db.execute(
+        """
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY NOT NULL,
+            at TEXT NOT NULL,
+            door TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            person_id TEXT,
+            person_name TEXT,
+            score REAL,
+            reason TEXT,
+            face_path TEXT,
+            frame_path TEXT,
+            snapshot_bytes INTEGER NOT NULL DEFAULT 0 CHECK (snapshot_bytes >= 0),
+            detail TEXT,
+            version INTEGER NOT NULL DEFAULT 1
+        )
+        """
+    )
+    db.execute("CREATE INDEX events_at ON events (at)")
+    db.execute("CREATE INDEX events_person_at ON events (person_id, at)")
+    db.execute("CREATE INDEX events_kind_at ON events (kind, at)")
+    # Retention walks the events that still have snapshots, oldest first, and sums their
+    # bytes; a partial index holds only those rows, so both stay cheap once most of a long
+    # log has had its snapshots removed.
+    db.execute(
+        "CREATE INDEX events_snapshots ON events (at, snapshot_bytes) WHERE snapshot_bytes > 0"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "people, templates and the change log", _create_people_templates_changes),
+    Migration(2, "the access log (events)", _create_events),
 )

