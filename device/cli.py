@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,20 +16,33 @@ from pathlib import Path
 import numpy as np
 
 from device import __version__
+from device.config import SNAPSHOTS_FOLDER, Config, load_config
 from device.errors import DuplicateTemplate, FacegateError, ImageUnreadable
+from device.events import KINDS as EVENT_KINDS
+from device.events import EventLog, format_event_line, parse_since
 from device.gallery.store import Gallery
 from device.identification import Decision, Identifier
 from device.vision.image_io import read_image
-from device.vision.models import default_models_dir, list_cards, load_card
+from device.vision.models import DEFAULT_EMBEDDER, list_cards, load_card
 from device.vision.pipeline import Face, FacePipeline
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
-def default_db() -> Path:
-    """``FACEGATE_DB``, else ``var/gallery.db`` in the project (a development default)."""
-    return Path(os.environ.get("FACEGATE_DB", PROJECT_DIR / "var" / "gallery.db"))
+def _config(args: argparse.Namespace) -> Config:
+    """The configuration with this command's flags on top (loaded once per command)."""
+    if getattr(args, "_config", None) is None:
+        overrides = {"paths.data_dir": args.data_dir,
+                     "recognition.models_dir": getattr(args, "models_dir", None)}
+        overrides.update(getattr(args, "overrides", {}))
+        args._config = load_config(args.config, overrides)
+    return args._config
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    """``--db`` if given, else the configuration's database (``<data dir>/facegate.db``)."""
+    return args.db if getattr(args, "db", None) else _config(args).paths.database
 
 
 # --- output helpers -------------------------------------------------------------------------
@@ -55,12 +68,21 @@ def _warn(message: str) -> None:
 
 
 def _pipeline(args: argparse.Namespace) -> FacePipeline:
-    return FacePipeline.from_models_dir(args.models_dir, embedder=getattr(args, "model", None))
+    config = _config(args)
+    model = getattr(args, "model", None) or config.recognition.model or None
+    return FacePipeline.from_models_dir(config.recognition.models_dir, embedder=model)
 
 
 def _open_gallery(args: argparse.Namespace) -> Gallery:
-    args.db.parent.mkdir(parents=True, exist_ok=True)
-    return Gallery(args.db)
+    path = _db_path(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Gallery(path)
+
+
+def _open_events(args: argparse.Namespace) -> EventLog:
+    # Snapshots live beside the database they belong to, also when --db names another file.
+    database = _db_path(args)
+    return EventLog(database, database.parent / SNAPSHOTS_FOLDER, door_id=_config(args).door.id)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -109,7 +131,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             try:
                 frame, sha256 = read_image(path)
                 enrolled = enrol_photo(pipeline, gallery, name, frame, sha256, label=str(path),
-                                       store_crop=not args.no_crops)
+                                       store_crop=not args.no_crops
+                                       and _config(args).recognition.store_crops)
                 outcome.update(status="enrolled", person_id=enrolled.person.id,
                                template_id=enrolled.template.id,
                                quality=enrolled.face.quality.as_dict())
@@ -135,9 +158,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_identify(args: argparse.Namespace) -> int:
     pipeline = _pipeline(args)
     failed = 0
+    recognition = _config(args).recognition
+    threshold = args.threshold if args.threshold is not None else recognition.threshold
+    margin = args.margin if args.margin is not None else recognition.margin
     with _open_gallery(args) as gallery:
-        decision = Decision.from_card(pipeline.embedder_card.threshold, args.threshold,
-                                      args.margin)
+        decision = Decision.from_card(pipeline.embedder_card.threshold, threshold, margin)
         identifier = Identifier(pipeline, gallery, decision)
         for path in args.images:
             try:
@@ -187,47 +212,114 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_people(args: argparse.Namespace) -> int:
     with _open_gallery(args) as gallery:
         if args.action == "list":
-            people = gallery.list_people()
-            if args.json:
-                for person in people:
-                    _print_json({"id": person.id, "name": person.name,
-                                 "external_id": person.external_id,
-                                 "active": person.active,
-                                 "templates": person.template_count})
-            else:
-                for person in people:
-                    state = "" if person.active else " (inactive)"
-                    print(f"{person.name}{state}\t{person.template_count} templates\t{person.id}")
-            return 0
+            return _list_people(gallery, args.json)
         if not args.person:
-            raise FacegateError("people remove needs the person's name or id")
+            raise FacegateError(f"people {args.action} needs the person's name or id")
         person = gallery.get_person(args.person)
+        if args.action == "edit":
+            changes = _person_changes(args)
+            if not changes:
+                raise FacegateError("nothing to change: give --active, --inactive, --rename, "
+                                    "--external-id, --valid-from, --valid-until or --schedule")
+            try:
+                person = gallery.update_person(person.id, **changes)
+            except ValueError as exc:
+                raise FacegateError(f"{person.name}: {exc}") from None
+            print(f"updated {person.name} (version {person.version})")
+            return 0
         removed = gallery.remove_person(person.id)
-        print(f"removed {person.name} and {removed} templates")
-        return 0
+    # Privacy: their access-log snapshots go with them.
+    with _open_events(args) as events:
+        anonymised = events.delete_person(person.id)
+    print(f"removed {person.name}, {removed} templates and the snapshots of "
+          f"{anonymised} events")
+    return 0
+
+
+def _list_people(gallery: Gallery, as_json: bool) -> int:
+    for person in gallery.list_people():
+        if as_json:
+            _print_json({"id": person.id, "name": person.name,
+                         "external_id": person.external_id, "active": person.active,
+                         "valid_from": person.valid_from, "valid_until": person.valid_until,
+                         "schedule": json.loads(person.schedule) if person.schedule else None,
+                         "templates": person.template_count, "version": person.version})
+        else:
+            state = "" if person.active else " (inactive)"
+            print(f"{person.name}{state}\t{person.template_count} templates\t{person.id}")
+    return 0
+
+
+def _person_changes(args: argparse.Namespace) -> dict:
+    from device.daemon.access import schedule_from_text
+
+    changes: dict = {}
+    if args.active is not None:
+        changes["active"] = args.active
+    if args.rename:
+        changes["name"] = args.rename
+    if args.external_id is not None:
+        changes["external_id"] = args.external_id or None
+    for field in ("valid_from", "valid_until"):
+        value = getattr(args, field)
+        if value is not None:
+            changes[field] = _aware_time(value) if value else None
+    if args.schedule is not None:
+        changes["schedule"] = (schedule_from_text(args.schedule)
+                               if args.schedule.strip().lower() not in ("", "none") else None)
+    return changes
+
+
+def _aware_time(text: str) -> str:
+    """An ISO time; without a zone it is the door's local time."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise FacegateError(f"{text!r} is not a date or time (use 2026-01-31 or "
+                            "2026-01-31T18:00)") from None
+    return (when if when.tzinfo else when.astimezone()).isoformat()
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    since = parse_since(args.since) if args.since else None
+    with _open_events(args) as events:
+        found = events.list(since=since, kind=args.kind, limit=args.limit)
+    for event in reversed(found):  # oldest first, like a log
+        print(json.dumps(event.to_json()) if args.json else format_event_line(event))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from device.daemon.run import run_daemon
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_daemon(_config(args), camera_spec=args.camera, exit_at_end=args.exit_at_end)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    embedder = load_card(args.model, args.models_dir) if args.model else None
-    if embedder is None:
-        from device.vision.models import DEFAULT_EMBEDDER
-        embedder = load_card(DEFAULT_EMBEDDER, args.models_dir)
+    config = _config(args)
+    models_dir = config.recognition.models_dir
+    embedder = load_card(args.model or config.recognition.model or DEFAULT_EMBEDDER, models_dir)
     info = {
         "version": __version__,
-        "models_dir": str(args.models_dir or default_models_dir()),
+        "models_dir": str(models_dir),
         "models": {card.name: {"task": card.task, "sha256_ok": card.verify_sha256()}
-                   for card in list_cards(args.models_dir)},
+                   for card in list_cards(models_dir)},
         "embedder": embedder.name,
         "threshold": embedder.threshold.get("score"),
         "margin": embedder.threshold.get("margin"),
+        "threshold_in_use": config.recognition.threshold or embedder.threshold.get("score"),
         "threshold_set_at": {k: v for k, v in embedder.threshold.items()
                              if k not in ("score", "margin")},
         "verification_threshold": embedder.card.get("verification_threshold", {}).get("score"),
         "alignment": embedder.card.get("alignment", {}).get("method"),
-        "db": str(args.db),
+        "db": str(_db_path(args)),
     }
-    if args.db.exists():
-        with Gallery(args.db) as gallery:
+    if _db_path(args).exists():
+        with Gallery(_db_path(args)) as gallery:
             info["gallery"] = gallery.counts()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -268,6 +360,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         people = sorted(p for p in (folder / "people").iterdir() if p.is_dir())
         base = ["--db", str(db)] + (["--models-dir", str(args.models_dir)]
                                     if args.models_dir else [])
+        base += ["--config", str(args.config)] if args.config else []
         for person in people:
             first = sorted(person.iterdir())[0]
             main(["enroll", *base, "--name", person.name, str(first)])
@@ -286,14 +379,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func, help_text: str, *, db: bool = False, model: bool = True):
         sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", type=Path, default=None, metavar="FILE",
+                         help="TOML configuration (default: $FACEGATE_CONFIG, "
+                              "/etc/facegate/facegate.toml, or none)")
+        sub.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                         help="gallery, access log and snapshots (default: the configuration's"
+                              " paths.data_dir)")
         sub.add_argument("--models-dir", type=Path, default=None,
                          help="folder of .tflite models and their cards (default: models/)")
         if model:
             sub.add_argument("--model", default=None,
                              help="embedder name in the models folder (default: SFace)")
         if db:
-            sub.add_argument("--db", type=Path, default=default_db(),
-                             help="gallery SQLite file (default: $FACEGATE_DB or var/gallery.db)")
+            sub.add_argument("--db", type=Path, default=None,
+                             help="the SQLite file (default: <data dir>/facegate.db)")
         sub.set_defaults(func=func)
         return sub
 
@@ -327,10 +426,41 @@ def build_parser() -> argparse.ArgumentParser:
                      help="minimum cosine for 'same' (default: the card's 1:1 threshold)")
     sub.add_argument("--json", action="store_true")
 
-    sub = command("people", cmd_people, "List or remove enrolled people.", db=True, model=False)
-    sub.add_argument("action", choices=["list", "remove"])
-    sub.add_argument("person", nargs="?", help="name or id (for remove)")
+    sub = command("people", cmd_people,
+                  "List, edit or remove enrolled people (remove deletes their templates, "
+                  "crops and snapshots).", db=True, model=False)
+    sub.add_argument("action", choices=["list", "edit", "remove"])
+    sub.add_argument("person", nargs="?", help="name or id (for edit and remove)")
     sub.add_argument("--json", action="store_true")
+    sub.add_argument("--active", dest="active", action="store_true", default=None,
+                     help="edit: may open the door")
+    sub.add_argument("--inactive", dest="active", action="store_false",
+                     help="edit: may not open the door (kept enrolled)")
+    sub.add_argument("--rename", metavar="NAME", help="edit: new name")
+    sub.add_argument("--external-id", metavar="ID", help="edit: badge or HR number ('' clears)")
+    sub.add_argument("--valid-from", metavar="TIME",
+                     help="edit: first day/time allowed, ISO (local time unless a zone is "
+                          "given; '' clears)")
+    sub.add_argument("--valid-until", metavar="TIME", help="edit: end of access, ISO ('' clears)")
+    sub.add_argument("--schedule", metavar="TEXT",
+                     help='edit: weekly hours, e.g. "mon-fri 07:00-19:00; sat 08:00-12:00" '
+                          "(door's local time; 'none' clears)")
+
+    sub = command("events", cmd_events, "Show the access log.", db=True, model=False)
+    sub.add_argument("--since", metavar="WHEN",
+                     help="e.g. 10m, 2h, 3d, 2026-01-31 or 2026-01-31T18:00")
+    sub.add_argument("--kind", choices=list(EVENT_KINDS), help="only this kind of event")
+    sub.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
+    sub.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    sub = command("run", cmd_run,
+                  "Run the door: camera, recognition, relay and access log, until stopped.",
+                  model=False)
+    sub.add_argument("--camera", metavar="SOURCE",
+                     help="a folder or video to replay, a device index, a URL, 'picamera2' or "
+                          "'auto' (default: the configuration's camera.source)")
+    sub.add_argument("--exit-at-end", action="store_true",
+                     help="stop when a replayed folder or video runs out (scripts, tests)")
 
     sub = command("info", cmd_info, "Show models, thresholds and gallery counts.", db=True)
     sub.add_argument("--json", action="store_true")

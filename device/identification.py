@@ -66,6 +66,11 @@ class Identifier:
         self._people = {p.id: p for p in self.gallery.list_people()}
         self._seen_change = change
 
+    def person(self, person_id: str) -> Person | None:
+        """The person as of the last refresh (None if removed since)."""
+        self.refresh()
+        return self._people.get(person_id)
+
     def identify_faces(self, faces: list[Face]) -> list[Identification]:
         self.refresh()
         results = []

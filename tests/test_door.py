@@ -241,6 +241,28 @@ def test_close_from_a_sigterm_handler_locks_even_mid_call(factory):
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_lock_from_a_signal_handler_in_the_middle_of_unlock_wins(factory, monkeypatch):
+    relay = factory.pin(RELAY)
+    with DoorLock(RELAY, pin_factory=factory) as lock:
+        arm = lock._timer.set
+
+        def arm_then_signal(when: float | None) -> None:
+            arm(when)
+            if when is not None:  # the worst moment: re-lock armed, relay not yet on
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(lock._timer, "set", arm_then_signal)
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: lock.lock())
+        try:
+            lock.unlock(5.0)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        assert not relay.state
+        assert lock.is_locked
+        assert lock.unlocked_until is None
+        assert lock._timer.when is None
+
+
 def test_a_failing_timer_locks_the_door(factory, caplog):
     calls = itertools.count()
 

@@ -207,7 +207,7 @@ class Door:
         self.lock.hold_open_until(when)
 
     def relock(self) -> None:
-        """Re-lock at once (also ends a hold-open)."""
+        """Re-lock at once (also ends a hold-open). Safe from a signal handler."""
         self.lock.lock()
 
     def close(self) -> None:

@@ -66,6 +66,8 @@ class DoorLock:
         self._until: float | None = None
         self._held = False
         self._closed = False
+        # Bumped by every lock(); see _open_until for why.
+        self._lock_count = 0
         self._relay = OutputDevice(
             pin,
             active_high=active_high,
@@ -150,7 +152,11 @@ class DoorLock:
             self._open_until(when, held=True)
 
     def lock(self) -> None:
-        """De-energise the relay now and cancel any pending re-lock. No-op after close()."""
+        """De-energise the relay now and cancel any pending re-lock. No-op after close().
+
+        Safe to call from a signal handler, even one that interrupts an ``unlock()``.
+        """
+        self._lock_count += 1
         try:
             self._relay.off()  # first: nothing below may stand between a lock() and the pin
         except DeviceClosed:
@@ -188,12 +194,21 @@ class DoorLock:
     # -- internals ---------------------------------------------------------------------------
 
     def _open_until(self, end: float, *, held: bool) -> None:
+        locks_before = self._lock_count
         self._until = end
         self._held = held
         # The timer is armed before the relay is energised, so a timer that cannot start
         # raises here with the door still locked.
         self._timer.set(end)
         self._relay.on()
+        if self._lock_count != locks_before:
+            # lock() ran in the middle of this, on this very thread (other threads wait for
+            # self._lock): a signal handler. The handler's lock wins, or the relay would
+            # stay energised with its re-lock already cancelled.
+            self._until = None
+            self._held = False
+            self._timer.set(None)
+            self._relay.off()
 
     def _expire(self) -> None:
         # Runs on the timer thread. Re-checked under the lock: an unlock() may have moved

@@ -76,7 +76,7 @@ class DoorContact:
         self.on_forced_open: Callback | None = None
         self.on_held_open: Callback | None = None
         self.on_closed: Callback | None = None
-        self._lock = lock
+        self._door_lock = lock
         self._closed_is_pressed = closed_is_pressed
         self._clock = clock
         self._state_lock = threading.Lock()
@@ -84,10 +84,14 @@ class DoorContact:
         self._held_timer = DeadlineTimer(
             self._held_expired, clock=clock, name=f"door-contact-{pin}"
         )
-        self._input = DigitalInputDevice(
-            pin, pull_up=pull_up, bounce_time=bounce_time,
-            pin_factory=default_pin_factory() if pin_factory is None else pin_factory,
-        )
+        try:
+            self._input = DigitalInputDevice(
+                pin, pull_up=pull_up, bounce_time=bounce_time,
+                pin_factory=default_pin_factory() if pin_factory is None else pin_factory,
+            )
+        except BaseException:
+            self._held_timer.close()
+            raise
         opened, closed = self._opened, self._closed
         self._input.when_activated = closed if closed_is_pressed else opened
         self._input.when_deactivated = opened if closed_is_pressed else closed
@@ -112,7 +116,7 @@ class DoorContact:
         self._input.close()
 
     def _opened(self) -> None:
-        forced = self._lock.is_locked
+        forced = self._door_lock.is_locked
         with self._state_lock:
             self._opened_during_unlock = not forced
         self._held_timer.set(self._clock() + self.held_open_seconds)
@@ -125,8 +129,8 @@ class DoorContact:
             relock = self.lock_on_close and self._opened_during_unlock
             self._opened_during_unlock = False
         # "unlocked" only: a door held open by an operator must stay unlocked on close.
-        if relock and self._lock.state == "unlocked":
-            self._lock.lock()
+        if relock and self._door_lock.state == "unlocked":
+            self._door_lock.lock()
         _call(self.on_closed, "on_closed")
 
     def _held_expired(self) -> None:

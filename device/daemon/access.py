@@ -1,0 +1,105 @@
+"""Who may open the door when: the active flag, a validity window and a weekly schedule.
+
+A schedule is JSON stored on the person: a list of windows in the door's local time, e.g.
+``[{"days": "mon-fri", "from": "07:00", "until": "19:00"}, {"days": "sat", "from": "08:00",
+"until": "12:00"}]``. ``days`` is a day, a range (``mon-fri``) or a comma list
+(``mon,wed,fri``); ``until`` is exclusive; a window that ends before it starts runs past
+midnight (``"from": "22:00", "until": "06:00"`` is a night shift starting on the listed days).
+No schedule means any time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from device.errors import FacegateError
+from device.gallery.store import Person
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class ScheduleInvalid(FacegateError):
+    """A weekly schedule that cannot be read; the message says which part."""
+
+
+@dataclass(frozen=True)
+class Window:
+    days: frozenset[int]  # 0 = Monday
+    start: time
+    end: time
+
+    def contains(self, when: datetime) -> bool:
+        moment = when.time()
+        if self.start < self.end:
+            return when.weekday() in self.days and self.start <= moment < self.end
+        # Past midnight: the evening part on a listed day, or the morning after one.
+        yesterday = (when - timedelta(days=1)).weekday()
+        return (when.weekday() in self.days and moment >= self.start) or (
+            yesterday in self.days and moment < self.end)
+
+
+def parse_days(text: str) -> frozenset[int]:
+    days: set[int] = set()
+    for part in text.lower().replace(" ", "").split(","):
+        first, _, last = part.partition("-")
+        if first not in DAYS or (last and last not in DAYS):
+            raise ScheduleInvalid(f"schedule days {text!r}: use mon..sun, ranges like mon-fri "
+                                  "or lists like mon,wed")
+        start, stop = DAYS.index(first), DAYS.index(last or first)
+        # A range may wrap over the weekend: fri-mon is Friday to Monday.
+        days.update((start + k) % 7 for k in range((stop - start) % 7 + 1))
+    return frozenset(days)
+
+
+def parse_clock(text: str) -> time:
+    match = _CLOCK.match(text.strip())
+    if not match:
+        raise ScheduleInvalid(f"schedule time {text!r}: use HH:MM, 24-hour")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def parse_schedule(value: str | list | None) -> list[Window]:
+    """Windows from the stored JSON (or the parsed list); an empty list means any time."""
+    if value is None or value == "":
+        return []
+    entries = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(entries, list):
+        raise ScheduleInvalid("a schedule is a list of {days, from, until} windows")
+    windows = []
+    for entry in entries:
+        if not isinstance(entry, dict) or set(entry) != {"days", "from", "until"}:
+            raise ScheduleInvalid(f"schedule window {entry!r}: needs exactly days, from, until")
+        start, end = parse_clock(entry["from"]), parse_clock(entry["until"])
+        if start == end:
+            raise ScheduleInvalid(f"schedule window {entry!r}: from and until are equal")
+        windows.append(Window(parse_days(entry["days"]), start, end))
+    return windows
+
+
+def schedule_from_text(text: str) -> list[dict[str, str]]:
+    """The command-line form, ``"mon-fri 07:00-19:00; sat 08:00-12:00"``, as stored JSON."""
+    entries = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        days, _, hours = part.partition(" ")
+        start, _, end = hours.strip().partition("-")
+        entries.append({"days": days, "from": start.strip(), "until": end.strip()})
+    parse_schedule(entries)  # refuse it now, with the reason, not at the door
+    return entries
+
+
+def access_refusal(person: Person, now: datetime) -> str | None:
+    """Why ``person`` may not enter at ``now`` (timezone-aware, local), or None if they may."""
+    if not person.active:
+        return "inactive"
+    if person.valid_from and now < datetime.fromisoformat(person.valid_from):
+        return "not yet valid"
+    if person.valid_until and now >= datetime.fromisoformat(person.valid_until):
+        return "no longer valid"
+    windows = parse_schedule(person.schedule)
+    if windows and not any(window.contains(now.replace(tzinfo=None)) for window in windows):
+        return "outside schedule"
+    return None

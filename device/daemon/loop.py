@@ -1,0 +1,194 @@
+"""The decision loop: one frame at a time, from the camera to the relay and the access log.
+
+Each frame: read (a camera that is down gives None: the door stays locked, the watchdog is
+still fed), find and identify the nearest faces, vote per tracked face, then for a winner
+check the person's access rules and either grant (relay first, log second) or deny. Door
+sensor events arrive from gpiozero's threads through a queue and are logged here, so only
+this thread touches the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from device.camera import EndOfStream, Frame
+from device.daemon.access import access_refusal
+from device.daemon.systemd import Notifier
+from device.daemon.votes import Verdict, Vote, VoteTracker
+from device.door import Door
+from device.events import EventLog
+from device.identification import Identification, Identifier
+from device.vision.quality import QualityGate
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY_SECONDS = 60.0
+SNAPSHOT_MARGIN = 0.25  # share of the face box added on each side of the face snapshot
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    min_interocular_px: float = 40.0
+    max_faces: int = 3
+    cooldown_seconds: float = 5.0
+    votes_needed: int = 2
+    votes_window: int = 3
+
+
+class DoorLoop:
+    """Turns frames into door decisions. Built from parts, so tests hand in their own."""
+
+    def __init__(
+        self,
+        *,
+        camera: Any,  # read() -> Frame | None; None while the camera is down
+        identifier: Identifier,
+        door: Door,
+        events: EventLog,
+        settings: LoopSettings,
+        door_events: queue.Queue | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        local_time: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+    ) -> None:
+        self.camera = camera
+        self.identifier = identifier
+        self.door = door
+        self.events = events
+        self.settings = settings
+        self.door_events = door_events if door_events is not None else queue.Queue()
+        self.notifier = notifier or Notifier({})
+        self.clock = clock
+        self.local_time = local_time
+        self.gate = QualityGate(min_interocular_px=settings.min_interocular_px)
+        self.tracker = VoteTracker(settings.votes_needed, settings.votes_window)
+        self._quiet_until: dict[str, float] = {}  # person id -> end of their cool-down
+        self._next_retention = clock() + RETENTION_EVERY_SECONDS
+        self.frames = 0
+        self.grants = 0
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Process frames until ``stop`` is set or a replay ends (``EndOfStream``)."""
+        while not stop.is_set():
+            try:
+                if not self.step():
+                    return
+            except EndOfStream:
+                log.info("the replay has ended")
+                return
+
+    def step(self) -> bool:
+        """One frame. Returns False only when the camera has nothing more to give."""
+        self.notifier.watchdog()
+        self._log_door_events()
+        frame = self.camera.read()
+        if frame is not None:
+            self.frames += 1
+            self._decide(frame)
+        if self.clock() >= self._next_retention:
+            self._next_retention = self.clock() + RETENTION_EVERY_SECONDS
+            try:
+                self.events.enforce()
+            except Exception:  # retention must never stop the door
+                log.exception("retention failed; will try again in a minute")
+        return True
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _decide(self, frame: Frame) -> None:
+        faces = self.identifier.pipeline.process(
+            frame.image, max_faces=self.settings.max_faces,
+            min_interocular_px=self.settings.min_interocular_px)
+        identifications = self.identifier.identify_faces(faces)
+        observations = [(found, self._vote(found)) for found in identifications]
+        for verdict in self.tracker.update(observations):
+            if verdict.winner is not None:
+                self._act_on_winner(verdict, frame)
+            elif verdict.stranger and not verdict.track.decided:
+                verdict.track.decided = True
+                self._record("unknown", verdict.track.latest, frame,
+                             reason=verdict.track.votes[-1].refusal or "stranger")
+                self.door.deny()
+
+    def _vote(self, found: Identification) -> Vote:
+        problems = self.gate.problems(found.face.quality)
+        if problems:
+            return Vote(None, found.score, "low quality: " + "; ".join(problems))
+        if found.decision != "match":
+            return Vote(None, found.score, "stranger")
+        return Vote(found.person_id, found.score, None)
+
+    def _act_on_winner(self, verdict: Verdict, frame: Frame) -> None:
+        person_id = verdict.winner
+        now = self.clock()
+        self.tracker.forget(verdict.track)
+        if now < self._quiet_until.get(person_id, 0.0):
+            return  # still standing there after their grant (or denial): no repeat
+        self._quiet_until[person_id] = now + self.settings.cooldown_seconds
+        person = self.identifier.person(person_id)
+        refusal = "removed" if person is None else access_refusal(person, self.local_time())
+        if refusal is None:
+            self.door.grant()  # the relay first: logging must never delay the door
+            self.grants += 1
+            self._record("granted", verdict.track.latest, frame)
+        else:
+            self.door.deny()
+            self._record("denied", verdict.track.latest, frame, reason=refusal)
+
+    # -- logging ----------------------------------------------------------------------------
+
+    def _record(self, kind: str, found: Identification, frame: Frame,
+                reason: str | None = None) -> None:
+        self.events.record(
+            kind,
+            person_id=found.person_id if kind != "unknown" else None,
+            person_name=found.person_name if kind != "unknown" else None,
+            score=round(found.score, 4),
+            reason=reason,
+            face_crop=face_snapshot(frame.image, found.face.box),
+            frame=frame.image,
+            detail={"runner_up_score": round(found.runner_up_score, 4),
+                    "quality": found.face.quality.as_dict()},
+        )
+
+    def _log_door_events(self) -> None:
+        while True:
+            try:
+                kind, detail = self.door_events.get_nowait()
+            except queue.Empty:
+                return
+            self.events.record(kind, reason=detail.get("by"), detail=_plain(detail))
+
+
+def face_snapshot(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The face with some context around it, as a person would crop it for the log."""
+    x1, y1, x2, y2 = box
+    pad_x, pad_y = (x2 - x1) * SNAPSHOT_MARGIN, (y2 - y1) * SNAPSHOT_MARGIN
+    height, width = image.shape[:2]
+    left, top = int(max(0, x1 - pad_x)), int(max(0, y1 - pad_y))
+    right, bottom = int(min(width, x2 + pad_x)), int(min(height, y2 + pad_y))
+    return image[top:bottom, left:right].copy()
+
+
+def _plain(detail: dict[str, Any]) -> dict[str, Any]:
+    """Door event details as JSON-friendly values (monotonic ``until`` becomes seconds left)."""
+    plain = {}
+    for key, value in detail.items():
+        if key == "until" and isinstance(value, float):
+            plain["seconds_left"] = round(value - time.monotonic(), 2)
+        elif isinstance(value, str | int | float | bool) or value is None:
+            plain[key] = value
+        else:
+            plain[key] = str(value)
+    return plain

@@ -1,0 +1,345 @@
+"""The door's decision loop: real faces replayed from files, gpiozero's mock pins, real SQLite.
+
+The relay is judged by the mock pin's timed history, as gpiozero's own tests do: energised
+once, for the configured time, and never for a stranger.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPin
+
+from device.camera import ReplayCamera, ResilientCamera
+from device.camera.base import Camera
+from device.config import load_config
+from device.daemon.access import access_refusal, parse_schedule, schedule_from_text
+from device.daemon.loop import DoorLoop, LoopSettings
+from device.daemon.run import run_daemon
+from device.daemon.scenes import write_scene
+from device.door import Door, DoorSettings
+from device.door.pins import default_pin_factory
+from device.enrolment import enrol_photo
+from device.errors import CameraError
+from device.events import EventLog
+from device.gallery.store import Gallery
+from device.identification import Decision, Identifier
+from device.vision.image_io import read_image
+from tests.conftest import DATA
+
+RELAY = 17
+UNLOCK = 0.3
+TOLERANCE = 0.05
+STRANGERS = sorted((DATA / "strangers").glob("*.jpg"))
+MONDAY_NOON = datetime(2026, 11, 30, 12, 0).astimezone()
+
+
+@pytest.fixture
+def factory():
+    factory = MockFactory(pin_class=MockPin)
+    yield factory
+    factory.close()
+
+
+class Rig:
+    """A door loop built from parts, the way tests hand them in."""
+
+    def __init__(self, tmp_path: Path, pipeline, factory: MockFactory, scene: Path, *,
+                 camera: Camera | ResilientCamera | None = None,
+                 local_time=lambda: MONDAY_NOON) -> None:
+        self.db_path = tmp_path / "facegate.db"
+        self.gallery = Gallery(self.db_path)
+        self.log_lines = io.StringIO()
+        self.events = EventLog(tmp_path / "facegate.db", tmp_path / "snapshots",
+                               door_id="test-door", stdout=self.log_lines)
+        self.door = Door(DoorSettings(relay_pin=RELAY, unlock_seconds=UNLOCK),
+                         pin_factory=factory)
+        self.pin = factory.pin(RELAY)
+        self.camera = camera or ReplayCamera(scene, fps=0, loop=False)
+        self.camera.open()
+        self.pipeline = pipeline
+        decision = Decision.from_card(pipeline.embedder_card.threshold)
+        self.loop = DoorLoop(camera=self.camera,
+                             identifier=Identifier(pipeline, self.gallery, decision),
+                             door=self.door, events=self.events, settings=LoopSettings(),
+                             local_time=local_time)
+
+    def enrol(self, name: str, photo: Path) -> str:
+        frame, sha256 = read_image(photo)
+        return enrol_photo(self.pipeline, self.gallery, name, frame, sha256).person.id
+
+    def run(self) -> None:
+        self.loop.run(threading.Event())
+        time.sleep(UNLOCK + 0.2)  # let a grant that began at the end run its course
+
+    def energised_periods(self) -> list[float]:
+        """Seconds the relay was energised, one entry per unlock."""
+        periods, elapsed, since = [], 0.0, None
+        for state in self.pin.states:
+            elapsed += state.timestamp or 0.0
+            if state.state and since is None:
+                since = elapsed
+            elif not state.state and since is not None:
+                periods.append(elapsed - since)
+                since = None
+        assert since is None, "the relay was left energised"
+        return periods
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in reversed(self.events.list())]
+
+    def close(self) -> None:
+        self.camera.close()
+        self.door.close()
+        self.events.close()
+        self.gallery.close()
+
+
+@pytest.fixture
+def rig_for(tmp_path, pipeline, factory):
+    rigs = []
+
+    def make(photos, **kwargs) -> Rig:
+        scene = tmp_path / f"scene{len(rigs)}"
+        write_scene(scene, photos, frames_each=kwargs.pop("frames_each", 8))
+        rig = Rig(tmp_path, pipeline, factory, scene, **kwargs)
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        rig.close()
+
+
+def test_an_enrolled_person_opens_the_door_once_for_the_configured_time(rig_for, people):
+    colin = people["Colin_Powell"]
+    rig = rig_for([None, colin[1], colin[2], None])
+    rig.enrol("Colin Powell", colin[0])
+    rig.run()
+    (period,) = rig.energised_periods()  # two photos, one grant: the cool-down holds
+    assert abs(period - UNLOCK) <= TOLERANCE
+    assert rig.kinds() == ["granted"]
+    (granted,) = rig.events.list()
+    assert granted.person_name == "Colin Powell" and granted.score >= 0.5
+    snapshots = rig.events.snapshot_file(granted.face_path), \
+        rig.events.snapshot_file(granted.frame_path)
+    assert all(path.is_file() and cv2.imread(str(path)) is not None for path in snapshots)
+    line = json.loads(rig.log_lines.getvalue().splitlines()[0])
+    assert line["kind"] == "granted" and line["person"] == "Colin Powell"
+
+
+def test_a_stranger_never_opens_the_door_and_is_logged_once(rig_for, people):
+    rig = rig_for([STRANGERS[0], None, STRANGERS[1]])
+    rig.enrol("Colin Powell", people["Colin_Powell"][0])
+    rig.run()
+    assert rig.energised_periods() == []
+    assert rig.kinds() == ["unknown", "unknown"]
+    assert all(e.person_id is None and e.reason == "stranger" for e in rig.events.list())
+
+
+def test_a_person_outside_their_schedule_is_denied(rig_for, people):
+    serena = people["Serena_Williams"]
+    rig = rig_for([serena[1]])
+    person_id = rig.enrol("Serena Williams", serena[0])
+    rig.gallery.update_person(person_id, schedule=schedule_from_text("sat-sun 08:00-12:00"))
+    rig.run()
+    assert rig.energised_periods() == []
+    (denied,) = rig.events.list()
+    assert (denied.kind, denied.reason, denied.person_name) == \
+        ("denied", "outside schedule", "Serena Williams")
+
+
+def test_an_inactive_person_is_recognised_and_denied(rig_for, people):
+    serena = people["Serena_Williams"]
+    rig = rig_for([serena[2]])
+    person_id = rig.enrol("Serena Williams", serena[0])
+    rig.gallery.update_person(person_id, active=False)
+    rig.run()
+    assert rig.energised_periods() == []
+    assert [(e.kind, e.reason) for e in rig.events.list()] == [("denied", "inactive")]
+
+
+def test_a_face_that_changes_identity_midway_does_not_open(rig_for, people):
+    colin, serena = people["Colin_Powell"], people["Serena_Williams"]
+    # One frame each, alternating, in the same place: never two votes in a row for one.
+    rig = rig_for([colin[1], serena[1]] * 4, frames_each=1)
+    rig.enrol("Colin Powell", colin[0])
+    rig.enrol("Serena Williams", serena[0])
+    rig.run()
+    assert rig.energised_periods() == []
+    assert "granted" not in rig.kinds()
+
+
+def test_people_enrolled_while_running_are_recognised_without_a_restart(rig_for, people):
+    colin = people["Colin_Powell"]
+    rig = rig_for([colin[1]] * 3, frames_each=10)
+    for _ in range(10):
+        assert rig.loop.step()
+    assert rig.energised_periods() == []
+    with Gallery(rig.db_path) as other:  # as the CLI or the web page would, meanwhile
+        frame, sha256 = read_image(colin[0])
+        enrol_photo(rig.pipeline, other, "Colin Powell", frame, sha256)
+    for _ in range(5):
+        rig.loop.step()
+    time.sleep(UNLOCK + 0.2)
+    assert len(rig.energised_periods()) == 1
+
+
+class FlakyCamera(Camera):
+    """A replay whose device 'vanishes' for a few reads, then comes back."""
+
+    failures_left = 0
+
+    def __init__(self, scene: Path) -> None:
+        super().__init__(f"flaky:{scene}")
+        self.replay = ReplayCamera(scene, fps=0, loop=False)
+
+    def open(self) -> None:
+        self.replay.open()
+
+    def read(self):
+        if FlakyCamera.failures_left > 0:
+            FlakyCamera.failures_left -= 1
+            raise CameraError("the camera stopped answering")
+        return self.replay.read()
+
+    def close(self) -> None:
+        self.replay.close()
+
+
+def test_a_camera_that_vanishes_and_returns_keeps_the_door_locked_meanwhile(
+        tmp_path, pipeline, factory, people):
+    scene = tmp_path / "scene"
+    write_scene(scene, [people["Colin_Powell"][1]], frames_each=10)
+    FlakyCamera.failures_left = 3
+    camera = ResilientCamera(lambda: FlakyCamera(scene), backoff=(0.01,), poll=0.01)
+    rig = Rig(tmp_path, pipeline, factory, scene, camera=camera)
+    rig.enrol("Colin Powell", people["Colin_Powell"][0])
+    try:
+        outage_steps = 0
+        while camera.outages == 0 or not camera.is_up:
+            rig.loop.step()
+            outage_steps += 1
+            assert rig.door.is_locked
+            assert outage_steps < 500
+        rig.run()
+        assert camera.outages >= 1
+        assert len(rig.energised_periods()) == 1
+    finally:
+        rig.close()
+
+
+def test_schedules_are_read_in_the_doors_local_time():
+    windows = parse_schedule(json.dumps(schedule_from_text("mon-fri 07:00-19:00; "
+                                                           "sat 22:00-06:00")))
+    weekday = [w for w in windows if 0 in w.days][0]
+    assert weekday.contains(datetime(2026, 11, 30, 7, 0))  # Monday 07:00
+    assert not weekday.contains(datetime(2026, 11, 30, 19, 0))  # until is exclusive
+    night = windows[1]
+    assert night.contains(datetime(2026, 12, 5, 23, 0))  # Saturday night
+    assert night.contains(datetime(2026, 12, 6, 5, 59))  # early Sunday, same shift
+    assert not night.contains(datetime(2026, 12, 6, 23, 0))  # Sunday night
+
+
+def test_bad_schedules_are_refused_with_the_reason():
+    from device.daemon.access import ScheduleInvalid
+
+    with pytest.raises(ScheduleInvalid, match="days"):
+        schedule_from_text("moonday 07:00-19:00")
+    with pytest.raises(ScheduleInvalid, match="HH:MM"):
+        schedule_from_text("mon 7-19")
+
+
+def test_validity_windows_bound_access(tmp_path):
+    with Gallery(tmp_path / "g.db") as gallery:
+        person = gallery.add_person("Temp Worker")
+        person = gallery.update_person(person.id, valid_from="2026-12-01T00:00:00+00:00",
+                                       valid_until="2026-12-31T00:00:00+00:00")
+    assert access_refusal(person, datetime.fromisoformat("2026-11-30T12:00+00:00")) == \
+        "not yet valid"
+    assert access_refusal(person, datetime.fromisoformat("2026-12-15T12:00+00:00")) is None
+    assert access_refusal(person, datetime.fromisoformat("2027-01-01T12:00+00:00")) == \
+        "no longer valid"
+
+
+def test_sigterm_during_an_unlock_leaves_the_relay_locked(tmp_path, people, monkeypatch):
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    scene = tmp_path / "scene"
+    write_scene(scene, [people["Colin_Powell"][1]], frames_each=5)
+    config = load_config(None, {"paths.data_dir": str(tmp_path / "data"),
+                                "door.unlock_seconds": 30, "camera.fps": 30})
+    config.paths.data_dir.mkdir(parents=True)
+    with Gallery(config.paths.database) as gallery:
+        from device.vision.pipeline import FacePipeline
+        frame, sha256 = read_image(people["Colin_Powell"][0])
+        enrol_photo(FacePipeline.from_models_dir(), gallery, "Colin Powell", frame, sha256)
+    pin = default_pin_factory().pin(RELAY)
+    killed_at: list[float] = []
+
+    def kill_when_unlocked() -> None:
+        deadline = time.monotonic() + 60
+        while not pin.state and time.monotonic() < deadline:
+            time.sleep(0.01)
+        killed_at.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=kill_when_unlocked)
+    watcher.start()
+    assert run_daemon(config, camera_spec=str(scene)) == 0
+    stopped_at = time.monotonic()
+    watcher.join()
+    assert killed_at and not pin.state
+    assert stopped_at - killed_at[0] < 5  # long before the 30 s unlock would have ended
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    return subprocess.run([sys.executable, "-m", "device", *args], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_enrol_run_and_read_the_log_as_a_script(tmp_path, people):
+    data = tmp_path / "data"
+    scene = tmp_path / "scene"
+    write_scene(scene, [people["Serena_Williams"][1], None, STRANGERS[0]])
+    enrolled = cli("enroll", "--data-dir", str(data), "--name", "Serena Williams",
+                   str(people["Serena_Williams"][0]))
+    assert enrolled.returncode == 0, enrolled.stderr
+    ran = cli("run", "--data-dir", str(data), "--camera", str(scene), "--exit-at-end")
+    assert ran.returncode == 0, ran.stderr
+    assert "replay" in ran.stderr
+    events = cli("events", "--data-dir", str(data), "--json")
+    kinds = [(e["kind"], e["person_name"]) for e in map(json.loads, events.stdout.splitlines())]
+    assert kinds == [("granted", "Serena Williams"), ("unknown", None)]
+    granted, unknown = map(json.loads, events.stdout.splitlines())
+    snapshots = data / "snapshots"
+    assert (snapshots / granted["face_path"]).is_file()
+    removed = cli("people", "remove", "Serena Williams", "--data-dir", str(data))
+    assert removed.returncode == 0, removed.stderr
+    # Privacy: her snapshots are gone, the stranger's stay; the event no longer names her.
+    assert not (snapshots / granted["face_path"]).exists()
+    assert not (snapshots / granted["frame_path"]).exists()
+    assert (snapshots / unknown["face_path"]).is_file()
+    after = [json.loads(line) for line in cli("events", "--data-dir", str(data),
+                                              "--json").stdout.splitlines()]
+    assert after[0]["person_id"] is None and after[0]["person_name"] is None
+
+
+def test_a_bad_configuration_value_stops_the_daemon_with_one_line(tmp_path):
+    config = tmp_path / "facegate.toml"
+    config.write_text("[door]\nunlock_secs = 3\n")
+    result = cli("run", "--config", str(config), "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "door.unlock_secs" in result.stderr and "unlock_seconds" in result.stderr
