@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The door daemon. With no camera and no GPIO it replays the bundled demo scene on gpiozero's
+# mock pins; stop it with Ctrl-C.
 run: $(STAMP)
-	$(BIN)/facegate demo
+	$(BIN)/facegate run
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
@@ -42,10 +44,12 @@ eval: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_pipeline.py --json bench/results/pipeline.json
 	$(BIN)/python bench/bench_search.py --json bench/results/search.json
+	$(BIN)/python bench/bench_daemon.py --json bench/results/daemon.json
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/bench_pipeline.py --quick --json bench/results/pipeline-quick.json
 	$(BIN)/python bench/bench_search.py --quick --json bench/results/search-quick.json
+	$(BIN)/python bench/bench_daemon.py --quick --json bench/results/daemon-quick.json
 
 clean:
 	rm -rf $(VENV) $(TRAIN_VENV) .pytest_cache .ruff_cache

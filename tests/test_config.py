@@ -326,3 +326,11 @@ def test_the_example_in_the_documentation_loads(places, toml):
     example = re.search(r"```toml\n(.*?)```", DOCS.read_text(), re.S)[1]
     config = load(toml(example), places=places)
     assert config.door.id == "front-door" and config.web.port == 8080
+
+
+def test_the_example_configuration_in_the_docs_loads(tmp_path):
+    example = Path(__file__).parents[1] / "docs" / "facegate.example.toml"
+    text = example.read_text().replace("/var/lib/facegate", str(tmp_path))
+    (tmp_path / "facegate.toml").write_text(text)
+    config = load_config(tmp_path / "facegate.toml")
+    assert config.door.id == "front-door" and config.door.contact_pin == 27

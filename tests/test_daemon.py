@@ -343,3 +343,26 @@ def test_a_bad_configuration_value_stops_the_daemon_with_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "door.unlock_secs" in result.stderr and "unlock_seconds" in result.stderr
+
+
+def test_the_daemon_tells_systemd_it_is_ready_and_feeds_the_watchdog(tmp_path, people):
+    import socket
+
+    scene = tmp_path / "scene"
+    write_scene(scene, [None, people["Colin_Powell"][1]], frames_each=15)
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(60)
+        env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", "NOTIFY_SOCKET": address,
+               "WATCHDOG_USEC": "200000"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "device", "run", "--data-dir", str(tmp_path / "data"),
+             "--camera", str(scene), "--exit-at-end"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        messages = []
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        assert process.wait(timeout=60) == 0
+    assert any(m.startswith("READY=1") for m in messages)
+    assert sum("WATCHDOG=1" in m for m in messages) >= 2

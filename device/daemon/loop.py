@@ -154,7 +154,7 @@ class DoorLoop:
             kind,
             person_id=found.person_id if kind != "unknown" else None,
             person_name=found.person_name if kind != "unknown" else None,
-            score=round(found.score, 4),
+            score=round(found.score, 4) if found.score > -1.0 else None,  # -1: empty gallery
             reason=reason,
             face_crop=face_snapshot(frame.image, found.face.box),
             frame=frame.image,

@@ -100,6 +100,16 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
                      "margin %.3f), %d people enrolled, data in %s", config.door.id,
                      camera.name, pipeline.model_name, decision.threshold, decision.margin,
                      people, config.paths.data_dir)
+            if "demo-replay" in camera.name:
+                log.info(
+                    "no camera found: replaying the demo (photos of two people and two "
+                    "strangers). Each decision is a JSON line on stdout; nobody is enrolled "
+                    "yet, so they are 'unknown'. Enrol someone from another terminal and "
+                    "watch the grants appear:\n  .venv/bin/facegate enroll --data-dir %s "
+                    "--name 'Colin Powell' %s\n  .venv/bin/facegate events --data-dir %s",
+                    config.paths.data_dir,
+                    DEMO_PHOTOS / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg",
+                    config.paths.data_dir)
             notifier.ready(f"watching {camera.name}")
             started = time.monotonic()
             loop.run(stop)
