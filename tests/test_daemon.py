@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ from device.identification import Decision, Identifier
 from device.vision.image_io import read_image
 from tests.conftest import DATA
 
-RELAY = 17
+RELAY, CONTACT, EXIT_BUTTON = 17, 27, 22
 UNLOCK = 0.3
 TOLERANCE = 0.05
 STRANGERS = sorted((DATA / "strangers").glob("*.jpg"))
@@ -63,8 +64,12 @@ class Rig:
         self.log_lines = io.StringIO()
         self.events = EventLog(tmp_path / "facegate.db", tmp_path / "snapshots",
                                door_id="test-door", stdout=self.log_lines)
-        self.door = Door(DoorSettings(relay_pin=RELAY, unlock_seconds=UNLOCK),
-                         pin_factory=factory)
+        self.door_events: queue.Queue = queue.Queue()
+        self.door = Door(DoorSettings(relay_pin=RELAY, unlock_seconds=UNLOCK,
+                                      contact_pin=CONTACT, exit_button_pin=EXIT_BUTTON),
+                         pin_factory=factory,
+                         on_event=lambda kind, detail: self.door_events.put((kind, detail)))
+        self.factory = factory
         self.pin = factory.pin(RELAY)
         self.camera = camera or ReplayCamera(scene, fps=0, loop=False)
         self.camera.open()
@@ -73,7 +78,7 @@ class Rig:
         self.loop = DoorLoop(camera=self.camera,
                              identifier=Identifier(pipeline, self.gallery, decision),
                              door=self.door, events=self.events, settings=LoopSettings(),
-                             local_time=local_time)
+                             door_events=self.door_events, local_time=local_time)
 
     def enrol(self, name: str, photo: Path) -> str:
         frame, sha256 = read_image(photo)
@@ -194,6 +199,20 @@ def test_people_enrolled_while_running_are_recognised_without_a_restart(rig_for,
         rig.loop.step()
     time.sleep(UNLOCK + 0.2)
     assert len(rig.energised_periods()) == 1
+
+
+def test_door_sensor_events_reach_the_access_log(rig_for):
+    rig = rig_for([None])
+    rig.factory.pin(CONTACT).drive_low()  # the reed closes: the door is shut
+    time.sleep(0.1)
+    rig.factory.pin(CONTACT).drive_high()  # and opens while the door is locked: forced
+    time.sleep(0.1)
+    rig.factory.pin(EXIT_BUTTON).drive_low()  # someone inside presses the exit button
+    deadline = time.monotonic() + 5
+    while rig.door_events.qsize() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rig.loop.step()
+    assert {"forced_open", "exit_button"} <= set(rig.kinds())
 
 
 class FlakyCamera(Camera):
