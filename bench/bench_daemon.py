@@ -148,7 +148,8 @@ def memory_and_startup(templates: int) -> dict:
         started = time.perf_counter()
         process = subprocess.Popen(
             [sys.executable, "-m", "device", "run", "--data-dir", str(data), "--camera",
-             str(scene), "--exit-at-end"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+             str(scene), "--exit-at-end", "--no-web"], stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             text=True, env=env, cwd=ROOT)
         ready = None
         for line in process.stderr:

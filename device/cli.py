@@ -87,16 +87,23 @@ def _open_events(args: argparse.Namespace) -> EventLog:
 
 # --- commands -------------------------------------------------------------------------------
 
-def cmd_embed(args: argparse.Namespace) -> int:
-    pipeline = _pipeline(args)
-    failed = 0
-    for path in args.images:
+def _readable(paths: list[Path], unreadable: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
+    """Each image that can be read; one that cannot is a JSON error line, and the command goes
+    on to the next (the caller exits non-zero if ``unreadable`` is not empty)."""
+    for path in paths:
         try:
             frame, _ = read_image(path)
         except ImageUnreadable as exc:
             _print_json({"path": str(path), "error": str(exc)})
-            failed += 1
+            unreadable.append(path)
             continue
+        yield path, frame
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    pipeline = _pipeline(args)
+    failed: list[Path] = []
+    for path, frame in _readable(args.images, failed):
         faces = pipeline.process(frame, thorough=True)
         _print_json({"path": str(path), "model": pipeline.model_name,
                      "faces": [_face_json(face) for face in faces]})
@@ -157,20 +164,14 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     pipeline = _pipeline(args)
-    failed = 0
+    failed: list[Path] = []
     recognition = _config(args).recognition
     threshold = args.threshold if args.threshold is not None else recognition.threshold
     margin = args.margin if args.margin is not None else recognition.margin
     with _open_gallery(args) as gallery:
         decision = Decision.from_card(pipeline.embedder_card.threshold, threshold, margin)
         identifier = Identifier(pipeline, gallery, decision)
-        for path in args.images:
-            try:
-                frame, _ = read_image(path)
-            except ImageUnreadable as exc:
-                _print_json({"path": str(path), "error": str(exc)})
-                failed += 1
-                continue
+        for path, frame in _readable(args.images, failed):
             faces = []
             for result in identifier.identify(frame, thorough=True):
                 faces.append({
@@ -291,11 +292,52 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    from device.web import auth
+
+    database = _db_path(args)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    Gallery(database).close()  # applies the migrations that create the users table
+    if args.action == "list":
+        for user in auth.list_users(database):
+            print(f"{user.name}\t{user.role}")
+        return 0
+    if not args.name:
+        raise FacegateError(f"admin {args.action} needs a user name")
+    if args.action == "remove":
+        auth.remove_user(database, args.name)
+        print(f"removed {args.name}")
+        return 0
+    password = _read_password(args.password_stdin)
+    user = auth.add_user(database, args.name, password, role=args.role)
+    print(f"added {user.name} ({user.role})")
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    import getpass
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise FacegateError("the two passwords differ")
+    else:
+        raise FacegateError("no terminal to ask for the password: use --password-stdin")
+    if len(password) < 8:
+        raise FacegateError("the password must have at least 8 characters")
+    return password
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from device.daemon.run import run_daemon
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.overrides = {"web.listen": args.web, "web.enabled": True if args.web else None}
+    if args.no_web:
+        args.overrides["web.enabled"] = False
     return run_daemon(_config(args), camera_spec=args.camera, exit_at_end=args.exit_at_end)
 
 
@@ -461,6 +503,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "'auto' (default: the configuration's camera.source)")
     sub.add_argument("--exit-at-end", action="store_true",
                      help="stop when a replayed folder or video runs out (scripts, tests)")
+    sub.add_argument("--web", metavar="HOST:PORT",
+                     help="serve the admin page here (default: the configuration's web.listen,"
+                          " 127.0.0.1:8080)")
+    sub.add_argument("--no-web", action="store_true", help="run the door without the page")
+
+    sub = command("admin", cmd_admin, "Manage the admin page's users.", db=True, model=False)
+    sub.add_argument("action", choices=["add", "list", "remove"])
+    sub.add_argument("name", nargs="?", help="user name (for add and remove)")
+    sub.add_argument("--role", choices=["admin", "viewer"], default="admin",
+                     help="admin: everything; viewer: dashboard and log only")
+    sub.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of standard input "
+                          "(default: ask on the terminal)")
 
     sub = command("info", cmd_info, "Show models, thresholds and gallery counts.", db=True)
     sub.add_argument("--json", action="store_true")

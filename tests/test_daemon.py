@@ -297,7 +297,8 @@ def test_sigterm_during_an_unlock_leaves_the_relay_locked(tmp_path, people, monk
     scene = tmp_path / "scene"
     write_scene(scene, [people["Colin_Powell"][1]], frames_each=5)
     config = load_config(None, {"paths.data_dir": str(tmp_path / "data"),
-                                "door.unlock_seconds": 30, "camera.fps": 30})
+                                "door.unlock_seconds": 30, "camera.fps": 30,
+                                "web.enabled": False})
     config.paths.data_dir.mkdir(parents=True)
     with Gallery(config.paths.database) as gallery:
         from device.vision.pipeline import FacePipeline
@@ -335,7 +336,8 @@ def test_enrol_run_and_read_the_log_as_a_script(tmp_path, people):
     enrolled = cli("enroll", "--data-dir", str(data), "--name", "Serena Williams",
                    str(people["Serena_Williams"][0]))
     assert enrolled.returncode == 0, enrolled.stderr
-    ran = cli("run", "--data-dir", str(data), "--camera", str(scene), "--exit-at-end")
+    ran = cli("run", "--data-dir", str(data), "--camera", str(scene), "--exit-at-end",
+              "--no-web")
     assert ran.returncode == 0, ran.stderr
     assert "replay" in ran.stderr
     events = cli("events", "--data-dir", str(data), "--json")
@@ -377,7 +379,7 @@ def test_the_daemon_tells_systemd_it_is_ready_and_feeds_the_watchdog(tmp_path, p
                "WATCHDOG_USEC": "200000"}
         process = subprocess.Popen(
             [sys.executable, "-m", "device", "run", "--data-dir", str(tmp_path / "data"),
-             "--camera", str(scene), "--exit-at-end"], env=env,
+             "--camera", str(scene), "--exit-at-end", "--no-web"], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         messages = []
         while not any("STOPPING=1" in m for m in messages):
@@ -385,3 +387,22 @@ def test_the_daemon_tells_systemd_it_is_ready_and_feeds_the_watchdog(tmp_path, p
         assert process.wait(timeout=60) == 0
     assert any(m.startswith("READY=1") for m in messages)
     assert sum("WATCHDOG=1" in m for m in messages) >= 2
+
+
+def test_settings_changed_on_the_admin_page_reach_the_running_door(rig_for, people, tmp_path):
+    from device.daemon.run import SiteSettingsWatch
+    from device.site_settings import write_site_settings
+
+    colin = people["Colin_Powell"]
+    rig = rig_for([colin[1]], frames_each=6)
+    rig.enrol("Colin Powell", colin[0])
+    config = load_config(None, {"paths.data_dir": str(tmp_path), "web.enabled": False})
+    assert config.paths.database == rig.db_path
+    watch = SiteSettingsWatch(config, rig.loop, rig.door, rig.events, rig.pipeline)
+    write_site_settings(rig.db_path, {"door.unlock_seconds": 1.5,
+                                      "recognition.threshold": 0.995}, by="admin")
+    watch.poll(time.monotonic() + 10)
+    assert rig.door.lock.unlock_seconds == 1.5
+    assert rig.loop.identifier.decision.threshold == 0.995
+    rig.run()
+    assert rig.energised_periods() == []  # nobody reaches a cosine of 0.995

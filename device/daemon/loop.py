@@ -22,11 +22,12 @@ import numpy as np
 
 from device.camera import EndOfStream, Frame
 from device.daemon.access import access_refusal
+from device.daemon.live import LiveFrames
 from device.daemon.systemd import Notifier
 from device.daemon.votes import Verdict, Vote, VoteTracker
 from device.door import Door
 from device.events import EventLog
-from device.identification import Identification, Identifier
+from device.identification import Decision, Identification, Identifier
 from device.vision.quality import QualityGate
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class DoorLoop:
         settings: LoopSettings,
         door_events: queue.Queue | None = None,
         notifier: Notifier | None = None,
+        live: LiveFrames | None = None,
         clock: Callable[[], float] = time.monotonic,
         local_time: Callable[[], datetime] = lambda: datetime.now().astimezone(),
     ) -> None:
@@ -67,6 +69,7 @@ class DoorLoop:
         self.settings = settings
         self.door_events = door_events if door_events is not None else queue.Queue()
         self.notifier = notifier or Notifier({})
+        self.live = live
         self.clock = clock
         self.local_time = local_time
         self.gate = QualityGate(min_interocular_px=settings.min_interocular_px)
@@ -75,6 +78,8 @@ class DoorLoop:
         self._next_retention = clock() + RETENTION_EVERY_SECONDS
         self.frames = 0
         self.grants = 0
+        # Called with the monotonic time once per step (the daemon polls site settings here).
+        self.on_each_frame: Callable[[float], None] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -96,6 +101,11 @@ class DoorLoop:
         if frame is not None:
             self.frames += 1
             self._decide(frame)
+        if self.on_each_frame is not None:
+            try:
+                self.on_each_frame(self.clock())
+            except Exception:  # a settings problem must never stop the door
+                log.exception("per-frame hook failed")
         if self.clock() >= self._next_retention:
             self._next_retention = self.clock() + RETENTION_EVERY_SECONDS
             try:
@@ -104,6 +114,16 @@ class DoorLoop:
                 log.exception("retention failed; will try again in a minute")
         return True
 
+    def apply(self, settings: LoopSettings, decision: Decision | None = None) -> None:
+        """New settings while running (from the settings page); votes restart from zero."""
+        if (settings.votes_needed, settings.votes_window) != (self.settings.votes_needed,
+                                                             self.settings.votes_window):
+            self.tracker = VoteTracker(settings.votes_needed, settings.votes_window)
+        self.settings = settings
+        self.gate = QualityGate(min_interocular_px=settings.min_interocular_px)
+        if decision is not None:
+            self.identifier.decision = decision
+
     # -- deciding ---------------------------------------------------------------------------
 
     def _decide(self, frame: Frame) -> None:
@@ -111,6 +131,8 @@ class DoorLoop:
             frame.image, max_faces=self.settings.max_faces,
             min_interocular_px=self.settings.min_interocular_px)
         identifications = self.identifier.identify_faces(faces)
+        if self.live is not None:
+            self.live.publish(frame.image, identifications)
         observations = [(found, self._vote(found)) for found in identifications]
         for verdict in self.tracker.update(observations):
             if verdict.winner is not None:

@@ -17,13 +17,17 @@ from pathlib import Path
 
 from device.camera import ResilientCamera, open_camera
 from device.config import Config
+from device.daemon.live import LiveFrames
 from device.daemon.loop import DoorLoop, LoopSettings
 from device.daemon.scenes import demo_scene
 from device.daemon.systemd import Notifier
+from device.daemon.web_server import WebServer, secret_key
 from device.door import Door, DoorSettings
+from device.errors import FacegateError
 from device.events import EventLog, Retention
 from device.gallery.store import Gallery
 from device.identification import Decision, Identifier
+from device.site_settings import apply_site_settings, read_site_settings, site_settings_seq
 from device.vision.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
@@ -51,13 +55,8 @@ def loop_settings(config: Config) -> LoopSettings:
 
 
 def open_event_log(config: Config) -> EventLog:
-    e = config.events
-    return EventLog(
-        config.paths.database, config.paths.snapshots, door_id=config.door.id,
-        retention=Retention(max_age_days=e.max_age_days, max_events=e.max_events,
-                            max_snapshot_bytes=e.max_snapshot_bytes,
-                            min_free_bytes=e.min_free_bytes),
-        frames=e.snapshot_frames)
+    return EventLog(config.paths.database, config.paths.snapshots, door_id=config.door.id,
+                    retention=retention_for(config), frames=config.events.snapshot_frames)
 
 
 def demo_folder(config: Config) -> Path:
@@ -65,16 +64,101 @@ def demo_folder(config: Config) -> Path:
     return demo_scene(config.paths.data_dir / "demo-replay", DEMO_PHOTOS)
 
 
+class SiteSettingsWatch:
+    """Applies the settings page's changes to the running door, checked once a second."""
+
+    def __init__(self, config: Config, loop: DoorLoop, door: Door, events: EventLog,
+                 pipeline: FacePipeline) -> None:
+        self.file_config = config
+        self.loop, self.door, self.events, self.pipeline = loop, door, events, pipeline
+        self._seen = site_settings_seq(config.paths.database)
+        self._next = 0.0
+
+    def poll(self, now: float) -> None:
+        if now < self._next:
+            return
+        self._next = now + 1.0
+        seq = site_settings_seq(self.file_config.paths.database)
+        if seq == self._seen:
+            return
+        self._seen = seq
+        config = effective_config(self.file_config)
+        self.apply(config)
+        log.info("settings changed on the admin page: now %s", {
+            key: value for key, value in read_site_settings(config.paths.database).items()})
+
+    def apply(self, config: Config) -> None:
+        self.loop.apply(loop_settings(config), decision_for(config, self.pipeline))
+        self.door.lock.unlock_seconds = config.door.unlock_seconds
+        if self.door.contact is not None:
+            self.door.contact.held_open_seconds = config.door.held_open_seconds
+        self.events.retention = retention_for(config)
+        if config.camera.source != self.file_config.camera.source:
+            log.warning("camera.source changed to %r: takes effect after a restart",
+                        config.camera.source)
+
+
+def effective_config(config: Config) -> Config:
+    """The file's configuration with the settings page's values on top (when they fit)."""
+    try:
+        return apply_site_settings(config, read_site_settings(config.paths.database))
+    except FacegateError as exc:
+        log.error("settings from the admin page ignored: %s", exc)
+        return config
+
+
+def decision_for(config: Config, pipeline: FacePipeline) -> Decision:
+    return Decision.from_card(pipeline.embedder_card.threshold, config.recognition.threshold,
+                              config.recognition.margin)
+
+
+def retention_for(config: Config) -> Retention:
+    e = config.events
+    return Retention(max_age_days=e.max_age_days, max_events=e.max_events,
+                     max_snapshot_bytes=e.max_snapshot_bytes, min_free_bytes=e.min_free_bytes)
+
+
+def start_web(config: Config, door: Door, live: LiveFrames) -> WebServer:
+    """The admin page on ``web.listen``, sharing this process's door and camera view."""
+    from device.web import create_app
+    from device.web.auth import create_setup_token
+    from device.web.services import Services
+
+    services = Services(database=config.paths.database, snapshots=config.paths.snapshots,
+                        models_dir=config.recognition.models_dir, door=door, live=live)
+    app = create_app({"SECRET_KEY": secret_key(config.paths.data_dir),
+                      "DATABASE": config.paths.database,
+                      "SNAPSHOTS_DIR": config.paths.snapshots}, services=services)
+    server = WebServer(app, config.web.host, config.web.port)
+    server.start()
+    log.info("admin page on http://%s/", server.address)
+    if not _has_admin(config.paths.database):
+        token = create_setup_token(config.paths.database)
+        log.warning("no admin yet: create the first one at http://%s/setup/%s (this link "
+                    "works once, for 24 hours), or run `facegate admin add NAME`",
+                    server.address, token)
+    return server
+
+
+def _has_admin(database: Path) -> bool:
+    with Gallery(database) as gallery:  # opening it also applies the migrations
+        return bool(gallery.db.execute(
+            "SELECT COUNT(*) FROM users WHERE role = 'admin'").fetchone()[0])
+
+
 def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: bool = False,
                stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     config.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    Gallery(config.paths.database).close()  # create or migrate the file before anyone reads it
+    file_config, config = config, effective_config(config)
     notifier = Notifier()
     spec = camera_spec or config.camera.source
     size = (config.camera.width, config.camera.height)
     door_events: queue.Queue = queue.Queue()
     door = Door(door_settings(config), on_event=lambda kind, detail:
                 door_events.put((kind, detail)))
+    web: WebServer | None = None
 
     def on_signal(signum: int, _frame: object) -> None:
         door.relock()  # at once, not after the frame being processed
@@ -84,17 +168,25 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
     try:
         pipeline = FacePipeline.from_models_dir(config.recognition.models_dir,
                                                 embedder=config.recognition.model or None)
-        decision = Decision.from_card(pipeline.embedder_card.threshold,
-                                      config.recognition.threshold, config.recognition.margin)
+        decision = decision_for(config, pipeline)
         demo = demo_folder(config) if spec == "auto" else DEMO_PHOTOS
         camera = ResilientCamera(lambda: open_camera(spec, demo_folder=demo,
                                                      fps=config.camera.fps, size=size,
                                                      loop=not exit_at_end))
+        live = LiveFrames()
         with Gallery(config.paths.database) as gallery, open_event_log(config) as events, \
                 camera:
             loop = DoorLoop(camera=camera, identifier=Identifier(pipeline, gallery, decision),
                             door=door, events=events, settings=loop_settings(config),
-                            door_events=door_events, notifier=notifier)
+                            door_events=door_events, notifier=notifier, live=live)
+            loop.on_each_frame = SiteSettingsWatch(file_config, loop, door, events,
+                                                   pipeline).poll
+            if config.web.enabled:
+                try:
+                    web = start_web(config, door, live)
+                except OSError as exc:  # the door is the main job: it runs without the page
+                    log.error("admin page not started on %s: %s", config.web.listen,
+                              exc.strerror or exc)
             people = gallery.counts()["people"]
             log.info("facegate running: door %s, camera %s, model %s (threshold %.3f, "
                      "margin %.3f), %d people enrolled, data in %s", config.door.id,
@@ -119,6 +211,8 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
     finally:
         notifier.stopping()
         door.close()  # fail-secure: the relay is de-energised whatever happened above
+        if web is not None:
+            web.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

@@ -13,11 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.vision.interpreter import (
-    InterpreterFactory,
-    default_interpreter_factory,
-    default_num_threads,
-)
+from device.vision.interpreter import InterpreterFactory, load_interpreter
 
 INPUT_SIZE = 128
 # Raw scores are clipped before the sigmoid, as MediaPipe does; the sigmoid itself is taken in
@@ -75,8 +71,7 @@ class FaceDetector:
         interpreter_factory: InterpreterFactory | None = None,
         num_threads: int | None = None,
     ) -> None:
-        factory = interpreter_factory or default_interpreter_factory()
-        self._interpreter = factory(Path(model_path), num_threads or default_num_threads())
+        self._interpreter = load_interpreter(model_path, interpreter_factory, num_threads)
         self._input_index = self._interpreter.get_input_details()[0]["index"]
         outputs = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
         self._regressors_index = outputs["regressors"]

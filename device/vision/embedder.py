@@ -11,11 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.vision.interpreter import (
-    InterpreterFactory,
-    default_interpreter_factory,
-    default_num_threads,
-)
+from device.vision.interpreter import InterpreterFactory, load_interpreter
 
 
 class FaceEmbedder:
@@ -37,8 +33,7 @@ class FaceEmbedder:
         interpreter_factory: InterpreterFactory | None = None,
         num_threads: int | None = None,
     ) -> None:
-        factory = interpreter_factory or default_interpreter_factory()
-        self._interpreter = factory(Path(model_path), num_threads or default_num_threads())
+        self._interpreter = load_interpreter(model_path, interpreter_factory, num_threads)
         details = self._interpreter.get_input_details()[0]
         self._input_index = details["index"]
         self.input_size = int(details["shape"][1])

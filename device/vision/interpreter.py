@@ -51,3 +51,10 @@ def default_interpreter_factory() -> InterpreterFactory:
 def default_num_threads() -> int:
     """Threads per interpreter: ``FACEGATE_THREADS`` or every core (a Pi 4 has four)."""
     return int(os.environ.get("FACEGATE_THREADS", os.cpu_count() or 1))
+
+
+def load_interpreter(model_path: Path, interpreter_factory: InterpreterFactory | None = None,
+                     num_threads: int | None = None) -> Any:
+    """An allocated interpreter for one model: the injected factory, or the default one."""
+    factory = interpreter_factory or default_interpreter_factory()
+    return factory(Path(model_path), num_threads or default_num_threads())

@@ -16,11 +16,7 @@ import cv2
 import numpy as np
 
 from device.vision.detector import Detection
-from device.vision.interpreter import (
-    InterpreterFactory,
-    default_interpreter_factory,
-    default_num_threads,
-)
+from device.vision.interpreter import InterpreterFactory, load_interpreter
 
 INPUT_SIZE = 192
 ROI_SCALE = 1.5
@@ -70,8 +66,7 @@ class FaceMesh:
         interpreter_factory: InterpreterFactory | None = None,
         num_threads: int | None = None,
     ) -> None:
-        factory = interpreter_factory or default_interpreter_factory()
-        self._interpreter = factory(Path(model_path), num_threads or default_num_threads())
+        self._interpreter = load_interpreter(model_path, interpreter_factory, num_threads)
         self._input_index = self._interpreter.get_input_details()[0]["index"]
         outputs = sorted(self._interpreter.get_output_details(), key=lambda d: -d["shape"][-1])
         self._points_index = outputs[0]["index"]  # (1, 1, 1, 1404)
