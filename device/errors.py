@@ -56,3 +56,38 @@ class TimeUnreadable(FacegateError):
 
 class EventNotFound(FacegateError):
     """No event with that id is in the access log."""
+
+
+class SettingInvalid(ConfigError):
+    """A site setting changed on the admin page is not allowed; ``key`` names the setting
+    (a dotted config key) so that the page can show the message beside its field."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class UserExists(FacegateError):
+    """An admin page account with that name already exists."""
+
+
+class WeakPassword(FacegateError):
+    """A new password is too short (or too long) to accept."""
+
+
+class TokenNotFound(FacegateError):
+    """No API token with that id exists."""
+
+
+class RestoreRefused(FacegateError):
+    """An uploaded file is not a facegate database this version can restore (not SQLite,
+    corrupt, another program's, or written by a newer facegate); nothing was changed."""
+
+
+class RequestInvalid(FacegateError):
+    """A JSON API request is missing a field, has one of the wrong type, or one it does not
+    know; ``field`` names it (None when the request as a whole is wrong)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field

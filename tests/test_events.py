@@ -401,7 +401,7 @@ def test_the_access_log_is_added_to_an_existing_version_1_gallery_with_its_data_
         colin = old.add_person("Colin Powell")
         assert "events" not in old.db.table_names()
     with Gallery(path) as upgraded:
-        assert schema_version(upgraded.db) == 2 == len(MIGRATIONS)
+        assert schema_version(upgraded.db) == len(MIGRATIONS)
         assert upgraded.get_person("Colin Powell") == colin
         assert {"events_at", "events_person_at", "events_kind_at"} <= {
             index.name for index in upgraded.db["events"].indexes

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from device.camera import ResilientCamera, open_camera
 from device.config import Config
@@ -21,7 +22,6 @@ from device.daemon.live import LiveFrames
 from device.daemon.loop import DoorLoop, LoopSettings
 from device.daemon.scenes import demo_scene
 from device.daemon.systemd import Notifier
-from device.daemon.web_server import WebServer, secret_key
 from device.door import Door, DoorSettings
 from device.errors import FacegateError
 from device.events import EventLog, Retention
@@ -29,6 +29,9 @@ from device.gallery.store import Gallery
 from device.identification import Decision, Identifier
 from device.site_settings import apply_site_settings, read_site_settings, site_settings_seq
 from device.vision.pipeline import FacePipeline
+
+if TYPE_CHECKING:
+    from device.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -121,29 +124,24 @@ def retention_for(config: Config) -> Retention:
 def start_web(config: Config, door: Door, live: LiveFrames) -> WebServer:
     """The admin page on ``web.listen``, sharing this process's door and camera view."""
     from device.web import create_app
-    from device.web.auth import create_setup_token
+    from device.web.server import WebServer, load_or_create_secret_key, setup_link
     from device.web.services import Services
 
+    # The page gets its own pipeline (TFLite interpreters are not shared across threads),
+    # loaded on its first enrolment.
     services = Services(database=config.paths.database, snapshots=config.paths.snapshots,
-                        models_dir=config.recognition.models_dir, door=door, live=live)
-    app = create_app({"SECRET_KEY": secret_key(config.paths.data_dir),
+                        models_dir=config.recognition.models_dir, door=door, live=live,
+                        config=config)
+    app = create_app({"SECRET_KEY": load_or_create_secret_key(config.paths.data_dir),
                       "DATABASE": config.paths.database,
                       "SNAPSHOTS_DIR": config.paths.snapshots}, services=services)
     server = WebServer(app, config.web.host, config.web.port)
-    server.start()
-    log.info("admin page on http://%s/", server.address)
-    if not _has_admin(config.paths.database):
-        token = create_setup_token(config.paths.database)
-        log.warning("no admin yet: create the first one at http://%s/setup/%s (this link "
-                    "works once, for 24 hours), or run `facegate admin add NAME`",
-                    server.address, token)
+    log.info("admin page on %s/", server.url)
+    link = setup_link(config.paths.database, server.url)
+    if link:
+        log.warning("no admin yet: create the first one at %s (works once, for 24 hours), "
+                    "or run `facegate admin add NAME`", link)
     return server
-
-
-def _has_admin(database: Path) -> bool:
-    with Gallery(database) as gallery:  # opening it also applies the migrations
-        return bool(gallery.db.execute(
-            "SELECT COUNT(*) FROM users WHERE role = 'admin'").fetchone()[0])
 
 
 def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: bool = False,

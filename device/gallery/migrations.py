@@ -213,7 +213,81 @@ def _create_events(db: Database) -> None:
     )
 
 
+def _create_web_tables(db: Database) -> None:
+    # The admin page's own tables. Users and settings carry a version like people do, so a
+    # later replication or an optimistic "edited meanwhile" check can use it. Tokens for the
+    # one-time set-up link are stored hashed: a copy of the file does not hand out an admin.
+    db.execute(
+        """
+        CREATE TABLE users (
+            id TEXT PRIMARY KEY NOT NULL,
+            name TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE audit_log (
+            id TEXT PRIMARY KEY NOT NULL,
+            at TEXT NOT NULL,
+            user TEXT,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}',
+            address TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX audit_log_at ON audit_log (at)")
+    db.execute(
+        """
+        CREATE TABLE settings (
+            key TEXT PRIMARY KEY NOT NULL,
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT,
+            version INTEGER NOT NULL DEFAULT 1
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE setup_tokens (
+            token_hash TEXT PRIMARY KEY NOT NULL,
+            created_at TEXT NOT NULL,
+            used_at TEXT
+        )
+        """
+    )
+
+
+def _create_api_tokens(db: Database) -> None:
+    # Per-admin tokens for the JSON API. Only the SHA-256 of a token is kept (a token is 32
+    # random bytes, so a plain hash is enough: there is nothing to guess), so a copy of the
+    # file grants nothing. A revoked token keeps its row, for the audit trail.
+    db.execute(
+        """
+        CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY NOT NULL,
+            user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX api_tokens_user ON api_tokens (user_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "people, templates and the change log", _create_people_templates_changes),
     Migration(2, "the access log (events)", _create_events),
+    Migration(3, "web users, audit log, site settings and set-up tokens", _create_web_tables),
+    Migration(4, "API tokens", _create_api_tokens),
 )

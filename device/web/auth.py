@@ -1,0 +1,139 @@
+"""Signing in and out, and the one-time set-up link that creates the first admin.
+
+The account store and password hashing are in :mod:`device.web.users`, the session and role
+checks in :mod:`device.web.roles`; both are re-exported here, so that ``device.web.auth`` is
+the one place the CLI, the daemon and the API import them from.
+"""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.wrappers import Response
+
+from device.errors import FacegateError
+from device.web.audit import audit
+from device.web.error_pages import sentence
+from device.web.roles import admin_required, current_user, login_required, sign_in
+from device.web.security import SlidingWindowLimiter
+from device.web.users import (
+    ROLES,
+    User,
+    add_user,
+    admin_exists,
+    create_setup_token,
+    get_user,
+    hash_password,
+    list_users,
+    password_matches,
+    remove_user,
+    set_password,
+    setup_token_valid,
+    use_setup_token,
+    verify_password,
+)
+
+__all__ = [
+    "ROLES",
+    "User",
+    "add_user",
+    "admin_exists",
+    "admin_required",
+    "bp",
+    "create_setup_token",
+    "current_user",
+    "get_user",
+    "hash_password",
+    "list_users",
+    "login_required",
+    "password_matches",
+    "remove_user",
+    "set_password",
+    "setup_token_valid",
+    "use_setup_token",
+    "verify_password",
+]
+
+bp = Blueprint("auth", __name__)
+
+WRONG = "Wrong name or password."
+THROTTLED = "Too many failed sign-ins; wait a minute and try again."
+
+
+def _limiter() -> SlidingWindowLimiter:
+    return current_app.extensions["facegate.login_limiter"]
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> str | Response | tuple[str, int]:
+    if request.method == "GET":
+        if current_user() is not None:
+            return redirect(url_for("dashboard.index"))
+        return render_template("login.html", next=_safe_next(request.args.get("next")))
+    name = " ".join(request.form.get("username", "").split())[:100]
+    password = request.form.get("password", "")
+    target = _safe_next(request.form.get("next"))
+    keys = (("address", request.remote_addr), ("user", name.casefold()))
+    if _limiter().blocked(*keys):
+        audit("sign_in_throttled", {"name": name}, user=name or None)
+        flash(THROTTLED, "error")
+        return render_template("login.html", next=target, name=name), 429
+    user = verify_password(current_app.config["DATABASE"], name, password) if name else None
+    if user is None:
+        _limiter().hit(*keys)
+        audit("sign_in_failed", {"name": name}, user=name or None)
+        flash(WRONG, "error")
+        return render_template("login.html", next=target, name=name), 401
+    _limiter().forget(keys[1])
+    sign_in(user)
+    audit("sign_in", {"role": user.role})
+    return redirect(target or url_for("dashboard.index"))
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Response:
+    if current_user() is not None:
+        audit("sign_out")
+    session.clear()
+    flash("Signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/setup/<token>", methods=["GET", "POST"])
+def setup(token: str) -> str | Response | tuple[str, int]:
+    database = current_app.config["DATABASE"]
+    if not setup_token_valid(database, token):
+        abort(404, description="This set-up link has been used or has expired. Ask whoever "
+                               "runs the door for a new one, or sign in.")
+    if request.method == "GET":
+        return render_template("setup.html", token=token)
+    name = request.form.get("username", "")
+    password = request.form.get("password", "")
+    if password != request.form.get("password2", ""):
+        flash("The two passwords differ.", "error")
+        return render_template("setup.html", token=token, name=name), 400
+    try:
+        user = use_setup_token(database, token, name, password)
+    except FacegateError as error:
+        flash(sentence(str(error)), "error")
+        return render_template("setup.html", token=token, name=name), 400
+    sign_in(user)
+    audit("first_admin", {"name": user.name})
+    flash(f"Welcome, {user.name}: you are the first admin of this door.", "info")
+    return redirect(url_for("dashboard.index"))
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path on this site: never ``//evil.example`` or ``https://...``."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    return target

@@ -1,0 +1,84 @@
+"""The dashboard: the door's state, the live camera view, the latest events, "unlock now";
+and the public health check."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, flash, jsonify, redirect, render_template, url_for
+from gpiozero import GPIOZeroError
+
+from device.events import Event
+from device.web.audit import audit
+from device.web.db import event_log, services
+from device.web.roles import admin_required, current_user
+from device.web.services import DoorControl
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("dashboard", __name__)
+
+RECENT_EVENTS = 10
+# What the door itself did (as opposed to a face decision), newest first, tells an open,
+# locked door that was forced from one held open after a grant.
+_DOOR_KINDS = ("forced_open", "held_open", "door_closed", "granted", "exit_button",
+               "manual_unlock")
+
+
+@bp.route("/")
+def index() -> str:
+    events = event_log().list(limit=RECENT_EVENTS)
+    door = services().door
+    return render_template("dashboard.html", events=events, door=door,
+                           door_state=door_state(door, events),
+                           has_live=services().live is not None)
+
+
+@bp.route("/live.jpg")
+def live_jpeg() -> Response:
+    """The newest camera frame with faces boxed; 503 while there is none (the page shows a
+    placeholder), 404 when no camera is connected to the page."""
+    live = services().live
+    if live is None:
+        return Response("no live view", 404, mimetype="text/plain")
+    jpeg = live.latest_jpeg()
+    if not jpeg:
+        return Response("no frame yet", 503, mimetype="text/plain")
+    return Response(jpeg, mimetype="image/jpeg")
+
+
+@bp.route("/unlock", methods=["POST"])
+@admin_required
+def unlock() -> Response:
+    door = services().door
+    if door is None:
+        flash("No door is connected to this page.", "error")
+        return redirect(url_for("dashboard.index"))
+    user = current_user()
+    try:
+        door.manual_unlock(by=user.name if user else None)
+    except GPIOZeroError as error:
+        log.error("manual unlock failed: %s", error)
+        flash("The door could not be unlocked (the relay is not available).", "error")
+        return redirect(url_for("dashboard.index"))
+    audit("unlock")
+    flash("Door unlocked.", "info")
+    return redirect(url_for("dashboard.index"))
+
+
+@bp.route("/health")
+def health() -> Response:
+    return jsonify(status="ok")
+
+
+def door_state(door: DoorControl | None, events: list[Event]) -> str:
+    """``locked``, ``unlocked``, ``held open`` or ``forced`` (``unknown`` with no door)."""
+    if door is None:
+        return "unknown"
+    state = door.state
+    if state == "held_open":
+        return "held open"
+    if state != "locked" or not getattr(door, "is_open", None):
+        return state
+    last = next((event.kind for event in events if event.kind in _DOOR_KINDS), None)
+    return {"forced_open": "forced", "held_open": "held open"}.get(last, "locked")

@@ -1,0 +1,122 @@
+"""The settings page: the keys of ``device.site_settings.SETTABLE``, checked by the
+configuration's own rules, stored in the gallery's file, audited. Admins only.
+
+A blank field means "not set here": the configuration file's value (or the default) applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+
+from device.config import Config
+from device.errors import FacegateError, SettingInvalid
+from device.site_settings import (
+    RESTART_NEEDED,
+    SETTABLE,
+    read_site_settings,
+    write_site_settings,
+)
+from device.vision.models import DEFAULT_EMBEDDER, load_card
+from device.web.audit import audit
+from device.web.db import database_path, services
+from device.web.error_pages import sentence
+from device.web.roles import admin_required, current_user
+
+bp = Blueprint("settings", __name__)
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    label: str
+    help: str
+    step: str = "any"  # for number inputs; "" for text
+
+
+FIELDS = (
+    Field("recognition.threshold", "Match threshold (cosine)",
+          "How alike a face must be to an enrolled person's to count as them (-1 to 1). "
+          "Blank: the model card's.", "0.001"),
+    Field("recognition.margin", "Margin over the next person",
+          "How far the best person must lead the next-best one (0 to 2). Blank: the card's.",
+          "0.001"),
+    Field("recognition.votes_needed", "Votes needed (K)",
+          "Matching frames needed to open the door ...", "1"),
+    Field("recognition.votes_window", "Out of the last frames (M)",
+          "... among this many frames in a row (K of M).", "1"),
+    Field("recognition.cooldown_seconds", "Cool-down (seconds)",
+          "After a grant, the same person is not logged again for this long."),
+    Field("door.unlock_seconds", "Unlock time (seconds)",
+          "How long a grant, the exit button or 'unlock now' opens the strike (0.5 to 60)."),
+    Field("door.held_open_seconds", "Held-open alarm (seconds)",
+          "An open door raises 'held open' after this long (1 to 3600)."),
+    Field("events.max_age_days", "Keep events for (days)",
+          "Older events and their snapshots are deleted.", "1"),
+    Field("events.max_events", "Keep at most (events)",
+          "The oldest events beyond this number are deleted.", "1"),
+    Field("events.max_snapshot_mb", "Snapshot space (MB)",
+          "The oldest snapshots are deleted beyond this size (0: keep none).", "1"),
+    Field("events.min_free_mb", "Keep free on disk (MB)",
+          "Below this much free space no snapshot is kept.", "1"),
+    Field("camera.source", "Camera",
+          '"auto", "picamera2", a camera index (0), a device, a file or a URL.', ""),
+)
+assert {field.key for field in FIELDS} == SETTABLE
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@admin_required
+def index() -> str | Response | tuple[str, int]:
+    if request.method == "GET":
+        return _page(read_site_settings(database_path()), {})
+    changes = {key: request.form.get(key, "") for key in SETTABLE if key in request.form}
+    try:
+        changed = write_site_settings(database_path(), changes, current_user().name,
+                                      base=base_values())
+    except SettingInvalid as error:
+        return _page(request.form, {error.key: sentence(str(error))}, status=400)
+    except FacegateError as error:  # a ConfigError without a key
+        return _page(request.form, {"form": sentence(str(error))}, status=400)
+    if changed:
+        audit("settings_change", {key: list(values) for key, values in changed.items()})
+        flash("Settings saved.", "info")
+        if RESTART_NEEDED & set(changed):
+            flash("The camera change takes effect after a restart of the door daemon.", "info")
+    else:
+        flash("Nothing changed.", "info")
+    return redirect(url_for("settings.index"))
+
+
+def base_values() -> dict[str, Any]:
+    """The values in force without the site settings: the daemon's config, or the defaults."""
+    config = services().config or Config()
+    values = {}
+    for key in SETTABLE:
+        section, name = key.split(".")
+        values[key] = getattr(getattr(config, section), name)
+    return values
+
+
+def card_threshold() -> dict[str, Any]:
+    """The embedder card's ``threshold`` and ``verification_threshold`` (empty when the
+    card cannot be read)."""
+    svc = services()
+    config = svc.config
+    name = (config.recognition.model if config else "") or DEFAULT_EMBEDDER
+    models_dir = svc.models_dir or (config.recognition.models_dir if config else None)
+    try:
+        card = load_card(name, models_dir).card
+    except (FacegateError, OSError, ValueError):
+        return {}
+    return {"name": name, "open_set": card.get("threshold", {}),
+            "verification": card.get("verification_threshold", {})}
+
+
+def _page(values: Any, errors: dict[str, str], status: int = 200) -> tuple[str, int]:
+    shown = {key: "" if values.get(key) is None else str(values.get(key)) for key in SETTABLE}
+    return render_template("settings.html", fields=FIELDS, values=shown, errors=errors,
+                           base=base_values(), card=card_threshold(),
+                           restart=RESTART_NEEDED), status

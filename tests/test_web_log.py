@@ -1,0 +1,208 @@
+"""The dashboard (door state, live view, unlock now) and the access log (filters, snapshots,
+CSV export)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import UTC, datetime, timedelta
+
+import cv2
+import numpy as np
+import pytest
+
+from device.events import EventLog
+from device.web.services import Services
+from tests.test_web_support import (  # noqa: F401 (fixtures)
+    COLIN,
+    PASSWORD,
+    audit_actions,
+    fixture_admin,
+    fixture_app,
+    fixture_client,
+    fixture_db_path,
+    fixture_door,
+    fixture_make_app,
+    fixture_pin_factory,
+    fixture_services,
+    fixture_viewer,
+    post,
+    relay_on,
+    sign_in,
+)
+
+START = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def events(app):
+    """Four events an hour apart from START: Colin granted (with snapshots), a stranger,
+    Colin denied, and a forced door; returns them oldest first."""
+    now = [START]
+    face = np.full((112, 112, 3), 90, np.uint8)
+    frame = cv2.imread(str(COLIN[0]))
+    recorded = []
+    with EventLog(app.config["DATABASE"], app.config["SNAPSHOTS_DIR"], door_id="front",
+                  clock=lambda: now[0], stdout=io.StringIO()) as log:
+        for kind, person in (("granted", "p-colin"), ("unknown", None), ("denied", "p-colin"),
+                             ("forced_open", None)):
+            recorded.append(log.record(
+                kind, person_id=person, person_name="Colin Powell" if person else None,
+                score=0.71 if person else 0.2, reason="outside schedule" if kind == "denied"
+                else None, face_crop=face if kind == "granted" else None,
+                frame=frame if kind == "granted" else None))
+            now[0] += timedelta(hours=1)
+    return recorded
+
+
+def rows(response) -> list[str]:
+    return re.findall(r'<tr data-kind="(\w+)"', response.get_data(as_text=True))
+
+
+def local_input(when: datetime) -> str:
+    return when.astimezone().strftime("%Y-%m-%dT%H:%M")
+
+
+# --- The dashboard -------------------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_the_door_state_live_view_and_latest_events(admin, events):
+    page = admin.get("/").get_data(as_text=True)
+    assert re.search(r'id="door-state"[^>]*>locked<', page)
+    assert '<img id="live-view"' in page and 'id="unlock-now"' in page
+    recent = re.search(r'<ul id="recent-events".*?</ul>', page, re.S)[0]
+    assert recent.count("<li") == 4
+    assert f'src="/snapshots/{events[0].id}/face"' in recent
+
+
+def test_unlock_now_energises_the_relay_and_is_audited(app, admin, pin_factory, door):
+    response = post(admin, "/unlock")
+    assert response.status_code == 302
+    assert relay_on(pin_factory)
+    assert door.state == "unlocked"
+    assert re.search(r'id="door-state"[^>]*>unlocked<', admin.get("/").get_data(as_text=True))
+    assert audit_actions(app.config["DATABASE"])[-1] == "unlock"
+
+
+def test_the_live_view_serves_the_newest_frame_as_jpeg(admin):
+    response = admin.get("/live.jpg")
+    assert response.mimetype == "image/jpeg" and response.data.startswith(b"\xff\xd8")
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_without_a_camera_or_door_the_dashboard_shows_placeholders(make_app, services):
+    bare = Services(database=services.database, snapshots=services.snapshots)
+    app = make_app(services=bare)
+    from device.web.auth import add_user
+
+    add_user(app.config["DATABASE"], "ann", PASSWORD)
+    client = app.test_client()
+    sign_in(client, "ann", PASSWORD)
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="live-placeholder"' in page and 'id="live-view"' not in page
+    assert re.search(r'id="door-state"[^>]*>unknown<', page)
+    assert client.get("/live.jpg").status_code == 404
+
+
+# --- The log -----------------------------------------------------------------------------------
+
+
+def test_the_log_lists_events_newest_first_with_names_and_snapshots(viewer, events):
+    response = viewer.get("/log")
+    assert rows(response) == ["forced_open", "denied", "unknown", "granted"]
+    page = response.get_data(as_text=True)
+    granted = re.search(r'<tr data-kind="granted".*?</tr>', page, re.S)[0]
+    assert '<td class="person">Colin Powell</td>' in granted
+    assert f'<img class="snapshot" src="/snapshots/{events[0].id}/face"' in granted
+
+
+def test_the_log_filters_by_decision_person_and_time(admin, events):
+    assert rows(admin.get("/log?kind=granted")) == ["granted"]
+    assert rows(admin.get("/log?person=p-colin")) == ["denied", "granted"]
+    since, until = local_input(START + timedelta(hours=1)), local_input(START + timedelta(hours=3))
+    assert rows(admin.get("/log", query_string={"since": since, "until": until})) == [
+        "denied", "unknown"]
+
+
+def test_a_bad_time_filter_is_explained(admin, events):
+    response = admin.get("/log?since=yesterday-ish")
+    assert response.status_code == 400
+    assert 'id="error-since"' in response.get_data(as_text=True)
+    assert admin.get("/log?kind=nonsense").status_code == 400
+
+
+def test_the_csv_export_has_the_same_filters(admin, events):
+    page = admin.get("/log?kind=denied").get_data(as_text=True)
+    link = re.search(r'<a id="export-csv"[^>]*href="([^"]+)"', page)[1]
+    assert link == "/log.csv?kind=denied"
+    response = admin.get(link)
+    assert response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    table = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert table[0] == ["at", "door", "kind", "person", "score", "reason", "event_id"]
+    assert table[1][1:] == ["front", "denied", "Colin Powell", "0.7100", "outside schedule",
+                            events[2].id]
+    assert len(table) == 2
+    everything = list(csv.reader(io.StringIO(admin.get("/log.csv").get_data(as_text=True))))
+    assert len(everything) == 5
+
+
+def test_the_csv_export_defuses_spreadsheet_formulas(app, admin):
+    with EventLog(app.config["DATABASE"], app.config["SNAPSHOTS_DIR"], door_id="front",
+                  stdout=io.StringIO()) as log:
+        log.record("granted", person_id="p-x", person_name="=HYPERLINK(\"http://x\")")
+    table = list(csv.reader(io.StringIO(admin.get("/log.csv").get_data(as_text=True))))
+    assert table[1][3].startswith("'=")
+
+
+# --- Snapshots ---------------------------------------------------------------------------------
+
+
+def test_a_snapshot_is_served_by_event_id(viewer, events):
+    for which in ("face", "frame"):
+        with viewer.get(f"/snapshots/{events[0].id}/{which}") as response:
+            assert response.status_code == 200 and response.mimetype == "image/jpeg"
+            assert response.data.startswith(b"\xff\xd8")
+            assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("url", [
+    "/snapshots/no-such-event/face",
+    "/snapshots/{granted}/thumbnail",
+    "/snapshots/{unknown}/face",  # an event without snapshots
+    "/snapshots/..%2F..%2Ffacegate.db/face",
+    "/snapshots/{granted}/..%2F..%2Ffacegate.db",
+])
+def test_a_snapshot_url_never_reaches_a_file_of_its_own_choosing(admin, events, url):
+    url = url.format(granted=events[0].id, unknown=events[1].id)
+    with admin.get(url) as response:
+        assert response.status_code == 404
+
+
+def test_a_snapshot_removed_from_disk_is_not_found(app, admin, events):
+    with EventLog(app.config["DATABASE"], app.config["SNAPSHOTS_DIR"], door_id="x") as log:
+        log.snapshot_file(events[0].face_path).unlink()
+    assert admin.get(f"/snapshots/{events[0].id}/face").status_code == 404
+
+
+def test_a_door_opened_while_locked_shows_as_forced(make_app, services, pin_factory):
+    from device.door import Door, DoorSettings
+    from device.web.auth import add_user
+
+    contact = 27
+    pin_factory.pin(contact).drive_low()  # the reed contact is closed: the door is shut
+    with Door(DoorSettings(relay_pin=22, contact_pin=contact),
+              pin_factory=pin_factory) as door:
+        services.door = door
+        app = make_app(services=services)
+        add_user(app.config["DATABASE"], "vic", PASSWORD, role="viewer")
+        client = app.test_client()
+        sign_in(client, "vic", PASSWORD)
+        pin_factory.pin(contact).drive_high()  # opened, while locked
+        assert door.is_open and door.state == "locked"
+        with EventLog(app.config["DATABASE"], app.config["SNAPSHOTS_DIR"], door_id="front",
+                      stdout=io.StringIO()) as log:
+            log.record("forced_open")  # as the daemon logs the door's event
+        page = client.get("/").get_data(as_text=True)
+        assert re.search(r'id="door-state"[^>]*>forced<', page)
