@@ -316,6 +316,32 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from device.web import audit, tokens
+
+    database = _db_path(args)
+    Gallery(database).close()
+    if args.action == "list":
+        for token in tokens.list_tokens(database):
+            state = "active" if token.is_active else f"revoked {token.revoked_at}"
+            print(f"{token.id}\t{token.user_name}\t{token.name}\t{state}")
+        return 0
+    if args.action == "revoke":
+        if not args.target:
+            raise FacegateError("token revoke needs the token's id (see `facegate token list`)")
+        token = tokens.revoke_token(database, args.target)
+        audit.record(database, "token_revoke", {"id": token.id, "name": token.name}, "cli")
+        print(f"revoked {token.name} of {token.user_name}")
+        return 0
+    if not args.target or not args.name:
+        raise FacegateError("token add needs the account and a name for the token, e.g. "
+                            "`facegate token add admin backup-script`")
+    secret = tokens.create_token(database, args.target, args.name)
+    audit.record(database, "token_create", {"user": args.target, "name": args.name}, "cli")
+    print(secret)  # shown once: only its hash is kept
+    return 0
+
+
 def _read_password(from_stdin: bool) -> str:
     import getpass
 
@@ -494,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--kind", choices=list(EVENT_KINDS), help="only this kind of event")
     sub.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
     sub.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    sub = command("token", cmd_token, "Manage API tokens (docs/api.md).", db=True, model=False)
+    sub.add_argument("action", choices=["add", "list", "revoke"])
+    sub.add_argument("target", nargs="?", help="add: the account; revoke: the token's id")
+    sub.add_argument("name", nargs="?", help="add: what the token is for")
 
     sub = command("run", cmd_run,
                   "Run the door: camera, recognition, relay and access log, until stopped.",

@@ -167,3 +167,23 @@ def test_reembed_recomputes_templates_from_their_stored_crops(enrolled_db, tmp_p
     assert "re-embedded 2 templates" in result.stdout
     info = json.loads(run("info", "--json", "--db", str(enrolled_db)).stdout)
     assert info["gallery"]["templates"] == {"sface_copy": 2}
+
+
+def test_admins_and_api_tokens_are_managed_from_the_command_line(tmp_path):
+    db = str(tmp_path / "facegate.db")
+    weak = subprocess.run([sys.executable, "-m", "device", "admin", "add", "ada", "--db", db,
+                           "--password-stdin"], input="short\n", capture_output=True,
+                          text=True, timeout=120)
+    assert weak.returncode == 1 and weak.stderr.count("\n") == 1
+    added = subprocess.run([sys.executable, "-m", "device", "admin", "add", "ada", "--db", db,
+                            "--password-stdin"], input="correct horse battery\n",
+                           capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    assert "ada\tadmin" in run("admin", "list", "--db", db).stdout
+    token = run("token", "add", "ada", "nightly-backup", "--db", db).stdout.strip()
+    assert token.startswith("fg_")
+    (listed,) = run("token", "list", "--db", db).stdout.splitlines()
+    token_id = listed.split("\t")[0]
+    assert "nightly-backup" in listed and "active" in listed
+    assert run("token", "revoke", token_id, "--db", db).returncode == 0
+    assert "revoked" in run("token", "list", "--db", db).stdout
