@@ -9,6 +9,17 @@ import numpy as np
 import pytest
 
 from device.vision.pipeline import FacePipeline
+from tests.web_support import (  # noqa: F401 (fixtures for the web page's tests)
+    fixture_admin,
+    fixture_app,
+    fixture_client,
+    fixture_db_path,
+    fixture_door,
+    fixture_make_app,
+    fixture_pin_factory,
+    fixture_services,
+    fixture_viewer,
+)
 
 DATA = Path(__file__).parent / "data"
 

@@ -18,20 +18,10 @@ from device.web.auth import (
 )
 from device.web.security import CSP, SlidingWindowLimiter
 from device.web.users import password_matches
-from tests.test_web_support import (  # noqa: F401 (fixtures)
+from tests.web_support import (
     PASSWORD,
-    add_person,
     audit_actions,
     csrf_from,
-    fixture_admin,
-    fixture_app,
-    fixture_client,
-    fixture_db_path,
-    fixture_door,
-    fixture_make_app,
-    fixture_pin_factory,
-    fixture_services,
-    fixture_viewer,
     post,
     relay_on,
     sign_in,

@@ -14,19 +14,10 @@ import pytest
 
 from device.events import EventLog
 from device.web.services import Services
-from tests.test_web_support import (  # noqa: F401 (fixtures)
+from tests.web_support import (
     COLIN,
     PASSWORD,
     audit_actions,
-    fixture_admin,
-    fixture_app,
-    fixture_client,
-    fixture_db_path,
-    fixture_door,
-    fixture_make_app,
-    fixture_pin_factory,
-    fixture_services,
-    fixture_viewer,
     post,
     relay_on,
     sign_in,

@@ -14,7 +14,7 @@ import numpy as np
 from device.events import EventLog
 from device.gallery.store import Gallery
 from device.web.services import Services
-from tests.test_web_support import (  # noqa: F401 (fixtures)
+from tests.web_support import (
     COLIN,
     COUPLE,
     PAGE,
@@ -23,13 +23,6 @@ from tests.test_web_support import (  # noqa: F401 (fixtures)
     add_person,
     audit_actions,
     csrf_from,
-    fixture_admin,
-    fixture_app,
-    fixture_db_path,
-    fixture_door,
-    fixture_make_app,
-    fixture_pin_factory,
-    fixture_services,
     photo,
     post,
     results,

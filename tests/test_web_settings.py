@@ -16,16 +16,8 @@ from device.site_settings import (
     site_settings_seq,
     write_site_settings,
 )
-from tests.test_web_support import (  # noqa: F401 (fixtures)
+from tests.web_support import (
     audit_actions,
-    fixture_admin,
-    fixture_app,
-    fixture_db_path,
-    fixture_door,
-    fixture_make_app,
-    fixture_pin_factory,
-    fixture_services,
-    fixture_viewer,
     post,
 )
 
