@@ -3,6 +3,7 @@ audited, and read back by the daemon."""
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -18,6 +19,7 @@ from device.site_settings import (
 )
 from tests.web_support import (
     audit_actions,
+    csrf_from,
     post,
 )
 
@@ -129,3 +131,31 @@ def test_writing_the_same_value_again_changes_nothing(db_path):
     seq = site_settings_seq(db_path)
     assert write_site_settings(db_path, {"door.unlock_seconds": 4}, "ann") == {}
     assert site_settings_seq(db_path) == seq
+
+
+def test_an_admin_downloads_a_backup_and_restores_it_from_the_settings_page(admin, db_path,
+                                                                             tmp_path):
+    from device.gallery.store import Gallery
+
+    page = admin.get("/settings")
+    assert b'id="download-backup"' in page.data and b'id="restore"' in page.data
+    with Gallery(db_path) as gallery:
+        gallery.add_person("Kept In Backup")
+    with admin.get("/api/backup") as download:
+        assert download.status_code == 200
+        backup = download.data
+    assert backup.startswith(b"SQLite format 3\x00")
+    with Gallery(db_path) as gallery:
+        gallery.remove_person("Kept In Backup")
+    token = csrf_from(admin, "/settings")
+    refused = admin.post("/restore", data={"csrf_token": token, "database": (
+        io.BytesIO(b"not a database"), "x.db")}, content_type="multipart/form-data",
+        follow_redirects=True)
+    assert b"Not restored" in refused.data
+    restored = admin.post("/restore", data={"csrf_token": token, "database": (
+        io.BytesIO(backup), "../../etc/passwd")}, content_type="multipart/form-data",
+        follow_redirects=True)
+    assert b"Restored" in restored.data
+    with Gallery(db_path) as gallery:
+        assert gallery.find_person("Kept In Backup") is not None
+    assert "restore" in audit_actions(db_path)

@@ -97,7 +97,6 @@ UNLOCK_SECONDS = (0.5, 60.0)  # the range the configuration allows for door.unlo
 MAX_HOLD_OPEN = timedelta(hours=24)  # an unattended door is not held open for days
 EVENTS_PAGE = 50
 EVENTS_MAX = 500
-MAX_RESTORE_BYTES = 1 << 30  # default for the config key of that name
 _RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -932,8 +931,8 @@ def backup() -> ResponseReturnValue:
 @bp.post("/restore")
 @admin_only
 def restore() -> ResponseReturnValue:
-    """Replace the database with an uploaded backup (multipart field ``database``)."""
-    request.max_content_length = current_app.config.get("MAX_RESTORE_BYTES", MAX_RESTORE_BYTES)
+    """Replace the database with an uploaded backup (multipart field ``database``; its size
+    limit, MAX_RESTORE_BYTES, is set by ``security.check_csrf`` before any form is read)."""
     query_args(())
     for name in [*request.form, *request.files]:
         if name != "database":

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 
-from flask import Flask, Response, request, session
+from flask import Flask, Response, current_app, request, session
 from markupsafe import Markup
 from werkzeug.exceptions import BadRequest
 
@@ -60,10 +60,19 @@ def csrf_field() -> Markup:
     return Markup('<input type="hidden" name="csrf_token" value="{}">').format(csrf_token())
 
 
+# Endpoints that take a whole database: their limit is MAX_RESTORE_BYTES, set here because
+# checking the CSRF field reads (and so bounds) the form before the view runs.
+DATABASE_UPLOADS = frozenset({"settings.restore", "api.restore"})
+MAX_RESTORE_BYTES = 1 << 30
+
+
 def check_csrf() -> None:
     """Refuse an unsafe request without the session's token (``before_request``)."""
     if request.method not in UNSAFE_METHODS:
         return
+    if request.endpoint in DATABASE_UPLOADS:
+        request.max_content_length = current_app.config.get("MAX_RESTORE_BYTES",
+                                                            MAX_RESTORE_BYTES)
     if request.path.startswith("/api/") and _bearer():
         return
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD, "")

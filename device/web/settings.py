@@ -7,6 +7,7 @@ A blank field means "not set here": the configuration file's value (or the defau
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
@@ -120,3 +121,34 @@ def _page(values: Any, errors: dict[str, str], status: int = 200) -> tuple[str, 
     return render_template("settings.html", fields=FIELDS, values=shown, errors=errors,
                            base=base_values(), card=card_threshold(),
                            restart=RESTART_NEEDED), status
+
+
+# --- restore (the backup download is the API's GET /api/backup, which a session may call) ----
+
+@bp.route("/restore", methods=["POST"])
+@admin_required
+def restore() -> Response | tuple[str, int]:
+    """Replace the database with an uploaded backup, after checking it (nothing changes if
+    the check fails). The upload's name is never used: it is saved under a name of ours."""
+    import tempfile
+
+    from device.errors import RestoreRefused
+    from device.web.backup import restore_database
+
+    upload = request.files.get("database")
+    if upload is None or not upload.filename:
+        flash("Choose a backup file (facegate-....db) to restore.", "error")
+        return redirect(url_for("settings.index"))
+    with tempfile.TemporaryDirectory(dir=database_path().parent) as scratch:
+        saved = Path(scratch) / "upload.db"
+        upload.save(saved)
+        try:
+            result = restore_database(database_path(), saved)
+        except RestoreRefused as exc:
+            flash(f"Not restored: {exc}", "error")
+            return redirect(url_for("settings.index"))
+    audit("restore", {k: result[k] for k in ("people", "templates", "events") if k in result})
+    flash(f"Restored: {result.get('people', 0)} people, {result.get('templates', 0)} "
+          f"templates, {result.get('events', 0)} events. The previous database is kept as "
+          f"{Path(result.get('kept_previous', '')).name}.", "info")
+    return redirect(url_for("settings.index"))
