@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
@@ -35,7 +36,7 @@ from device.enrolment import enrol_photo
 from device.errors import CameraError
 from device.events import EventLog
 from device.gallery.store import Gallery
-from device.identification import Decision, Identifier
+from device.identification import Decision, Identification, Identifier
 from device.vision.image_io import read_image
 from tests.conftest import DATA
 
@@ -406,3 +407,20 @@ def test_settings_changed_on_the_admin_page_reach_the_running_door(rig_for, peop
     assert rig.loop.identifier.decision.threshold == 0.995
     rig.run()
     assert rig.energised_periods() == []  # nobody reaches a cosine of 0.995
+
+
+def test_the_live_view_serves_the_latest_frame_with_faces_labelled(pipeline, people):
+    from device.daemon.live import LiveFrames
+    from device.daemon.scenes import compose_frame
+
+    live = LiveFrames()
+    assert live.latest_jpeg() is None and live.latest_frame() is None
+    frame = compose_frame(cv2.imread(str(people["Colin_Powell"][0])))
+    faces = pipeline.process(frame)
+    live.publish(frame, [Identification(faces[0], "id", "Colin Powell", True, 0.8, 0.1,
+                                        "match")])
+    picture = cv2.imdecode(np.frombuffer(live.latest_jpeg(), np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape == frame.shape
+    x1, y1, _, _ = (int(v) for v in faces[0].box)
+    assert not np.array_equal(picture[y1 - 5, x1 + 5], frame[y1 - 5, x1 + 5])  # the label
+    assert live.latest_jpeg() is live.latest_jpeg()  # encoded once per frame

@@ -63,6 +63,10 @@ def annotate(frame: np.ndarray, found: list[Identification]) -> np.ndarray:
         else:
             colour, label = RED, f"unknown {item.score:.2f}" if item.score > -1 else "unknown"
         cv2.rectangle(picture, (x1, y1), (x2, y2), colour, 2)
-        cv2.putText(picture, label, (x1, max(12, y1 - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    colour, 1, cv2.LINE_AA)
+        # A filled strip behind the label keeps it readable on any background.
+        (width, height), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.7, 2)
+        top = max(0, y1 - height - 10)
+        cv2.rectangle(picture, (x1, top), (x1 + width + 8, top + height + 10), colour, -1)
+        cv2.putText(picture, label, (x1 + 4, top + height + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+                    (255, 255, 255), 2, cv2.LINE_AA)
     return picture
