@@ -1,0 +1,64 @@
+"""``/api/backup`` and ``/api/restore``: the whole database out and back in (the copying
+and checking itself is :mod:`device.web.backup`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import jsonify, request, send_file
+from flask.typing import ResponseReturnValue
+
+from device.errors import RequestInvalid
+from device.gallery.migrations import MIGRATIONS
+from device.web.api._common import admin_only, bp, query_args
+from device.web.audit import audit
+from device.web.backup import backup_database, restore_database
+from device.web.db import database_path
+
+
+@bp.get("/backup")
+@admin_only
+def backup() -> ResponseReturnValue:
+    """The whole database as one SQLite file, consistent while the door writes."""
+    database = database_path()
+    handle, name = tempfile.mkstemp(prefix=".backup-", suffix=".db", dir=database.parent)
+    os.close(handle)
+    try:
+        backup_database(database, name)
+        stream = open(name, "rb")  # send_file closes it once the download is sent
+    finally:
+        os.unlink(name)  # the open file lives on until the download is sent
+    size = os.fstat(stream.fileno()).st_size
+    audit("backup", {"bytes": size, "via": "api"})
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return send_file(stream, mimetype="application/vnd.sqlite3", as_attachment=True,
+                     download_name=f"facegate-{stamp}.db", max_age=0)
+
+
+@bp.post("/restore")
+@admin_only
+def restore() -> ResponseReturnValue:
+    """Replace the database with an uploaded backup (multipart field ``database``; its size
+    limit, MAX_RESTORE_BYTES, is set by ``security.check_csrf`` before any form is read)."""
+    query_args(())
+    for name in [*request.form, *request.files]:
+        if name != "database":
+            raise RequestInvalid(name, f"unknown field {name!r}; send the backup as 'database'")
+    upload = request.files.get("database")
+    if upload is None:
+        raise RequestInvalid("database", "send the backup file as the multipart field "
+                                         "'database'")
+    database = database_path()
+    with tempfile.TemporaryDirectory(prefix=".upload-", dir=database.parent) as work:
+        received = Path(work) / "upload.db"  # never the client's file name
+        upload.save(received)
+        result = restore_database(database, received)
+    audit("restore", {**result, "kept_previous": Path(result["kept_previous"]).name,
+                      "via": "api"})
+    return jsonify(restored=True, schema_version=len(MIGRATIONS),
+                   backup_schema_version=result["schema_version"], people=result["people"],
+                   templates=result["templates"], events=result["events"],
+                   kept_previous=Path(result["kept_previous"]).name)
