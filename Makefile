@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TRAIN_VENV := .venv-train
 
-.PHONY: run test lint models models-convert eval bench bench-quick clean
+.PHONY: run test e2e screenshots lint models models-convert eval bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	scripts/ensure-system-packages
@@ -21,6 +21,14 @@ run: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# The end-to-end tests alone: the real daemon and its admin page in headless Debian chromium.
+e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
+
+# docs/screenshots/*.png: the main admin pages, 1280x800, from the same set-up as e2e.
+screenshots: $(STAMP)
+	$(BIN)/python -m tests.e2e.screenshots --out docs/screenshots
 
 lint: $(STAMP)
 	$(BIN)/ruff check device training tests bench
@@ -41,15 +49,17 @@ eval: $(STAMP)
 		--strangers ../shared/data/lfw-a-singles --cache var/eval-cache \
 		--json bench/results/accuracy.json
 
+# Every benchmark, and facegate beside face_recognition (dlib) and OpenCV YuNet + SFace, in one
+# run: bench/results/ (comparison.json, summary.md, PNG plots, pipeline/search/daemon.json).
+# The peers go into bench/.peers-venv, made on first use; SFace float32/int8 are built with
+# TensorFlow from .venv-train (make models-convert) or TF_PYTHON=path, else reported unbuilt.
 bench: $(STAMP)
-	$(BIN)/python bench/bench_pipeline.py --json bench/results/pipeline.json
-	$(BIN)/python bench/bench_search.py --json bench/results/search.json
-	$(BIN)/python bench/bench_daemon.py --json bench/results/daemon.json
+	$(BIN)/python bench/compare.py $(if $(TF_PYTHON),--tf-python $(TF_PYTHON))
 
+# The same in under 2 minutes (30 people, fewer repeats), into var/bench-quick/; the peers only
+# if bench/.peers-venv exists. Not part of CI (.ci/run runs make test).
 bench-quick: $(STAMP)
-	$(BIN)/python bench/bench_pipeline.py --quick --json bench/results/pipeline-quick.json
-	$(BIN)/python bench/bench_search.py --quick --json bench/results/search-quick.json
-	$(BIN)/python bench/bench_daemon.py --quick --json bench/results/daemon-quick.json
+	$(BIN)/python bench/compare.py --quick --out var/bench-quick
 
 clean:
 	rm -rf $(VENV) $(TRAIN_VENV) .pytest_cache .ruff_cache

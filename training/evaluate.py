@@ -43,19 +43,63 @@ KNOWN_LABEL_NOISE = {
 }
 
 
+# How two embeddings are compared, as "higher is more alike", so one scoring code serves
+# every system: a cosine for unit embeddings (ours, OpenCV's SFace), minus the Euclidean
+# distance for dlib's (face_recognition accepts at distance <= 0.6, i.e. score >= -0.6).
+# An image where no face was found gets the floor score, below every threshold.
+METRICS = ("cosine", "neg_euclidean")
+FLOOR = {"cosine": -1.0, "neg_euclidean": -1e6}
+
+
+def similarity(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndarray:
+    """(len(a), len(b)) scores between the rows of ``a`` and of ``b``; higher is more alike."""
+    if metric == "cosine":
+        return a @ b.T
+    if metric == "neg_euclidean":
+        squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
+        return -np.sqrt(np.maximum(squared, 0.0))
+    raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+
+
+def pair_similarity(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndarray:
+    """Row-by-row scores of two equally long embedding arrays."""
+    if metric == "cosine":
+        return np.einsum("ij,ij->i", a, b)
+    if metric == "neg_euclidean":
+        return -np.linalg.norm(a - b, axis=1)
+    raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+
+
 @dataclass
 class EmbeddedSet:
-    """Embeddings of a folder of people; rows without a face are all-zero and flagged."""
+    """Embeddings of a folder of people; rows without a face are all-zero and flagged.
+
+    Any system's embeddings fit here (``metric`` says how they compare), so a peer's are
+    scored by the same code as ours.
+    """
 
     paths: list[str]
     labels: np.ndarray  # (n,) int person index
     names: list[str]  # person index -> folder name
     embeddings: np.ndarray  # (n, dim) float32, unit rows (zeros where no face)
     found: np.ndarray  # (n,) bool
+    metric: str = "cosine"
 
     @property
     def missing(self) -> list[str]:
         return [p for p, ok in zip(self.paths, self.found, strict=True) if not ok]
+
+
+def list_people(folder: Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """Every image of a one-folder-per-person tree, in a fixed order: paths, person index of
+    each, and the people's folder names. Every system embeds the images in this order."""
+    people = sorted(p for p in folder.iterdir() if p.is_dir())
+    paths, labels = [], []
+    for index, person in enumerate(people):
+        for image in sorted(person.iterdir()):
+            paths.append(str(image))
+            labels.append(index)
+    return paths, np.array(labels), [p.name for p in people]
 
 
 def embed_folder(pipeline: FacePipeline, folder: Path, cache: Path | None = None) -> EmbeddedSet:
@@ -64,12 +108,7 @@ def embed_folder(pipeline: FacePipeline, folder: Path, cache: Path | None = None
         data = np.load(cache, allow_pickle=False)
         return EmbeddedSet(list(data["paths"]), data["labels"], list(data["names"]),
                            data["embeddings"], data["found"])
-    people = sorted(p for p in folder.iterdir() if p.is_dir())
-    paths, labels = [], []
-    for index, person in enumerate(people):
-        for image in sorted(person.iterdir()):
-            paths.append(str(image))
-            labels.append(index)
+    paths, labels, names = list_people(folder)
     embeddings = np.zeros((len(paths), pipeline.embedder.dim), np.float32)
     found = np.zeros(len(paths), bool)
     for row, path in enumerate(paths):
@@ -81,7 +120,7 @@ def embed_folder(pipeline: FacePipeline, folder: Path, cache: Path | None = None
         if faces:
             embeddings[row] = faces[0].embedding
             found[row] = True
-    result = EmbeddedSet(paths, np.array(labels), [p.name for p in people], embeddings, found)
+    result = EmbeddedSet(paths, labels, names, embeddings, found)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, paths=np.array(paths), labels=result.labels,
@@ -117,9 +156,11 @@ def make_pairs(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
-    """The cosine that classifies the most pairs right (midpoint between neighbours)."""
+    """The score that classifies the most pairs right (midpoint between neighbours)."""
     candidates = np.unique(scores)
-    candidates = np.concatenate([[-1.0], (candidates[:-1] + candidates[1:]) / 2, [1.0]])
+    # Accept-all and reject-all ends: -1 and 1 for cosines, the scores' own range otherwise.
+    low, high = min(-1.0, float(candidates[0])), max(1.0, float(candidates[-1]))
+    candidates = np.concatenate([[low], (candidates[:-1] + candidates[1:]) / 2, [high]])
     correct = [np.mean((scores >= t) == same) for t in candidates]
     return float(candidates[int(np.argmax(correct))])
 
@@ -141,26 +182,38 @@ def roc_curve(scores: np.ndarray, same: np.ndarray, points: int = 200) -> dict[s
     }
 
 
-def verification(data: EmbeddedSet, seed: int = 0) -> dict:
-    pairs, same, folds = make_pairs(data.labels, seed)
-    # A pair with an image where no face was found counts as a wrong answer, not as dropped:
-    # its score is -1, below every threshold.
-    scores = np.einsum("ij,ij->i", data.embeddings[pairs[:, 0]], data.embeddings[pairs[:, 1]])
-    scores = np.where(data.found[pairs[:, 0]] & data.found[pairs[:, 1]], scores, -1.0)
+def verification_scores(embeddings: np.ndarray, found: np.ndarray, labels: np.ndarray, *,
+                        metric: str = "cosine", seed: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores of the ``make_pairs`` pairs (seeded: every system gets the same pairs), their
+    same-person flags and folds. A pair with an image where no face was found counts as a
+    wrong answer, not as dropped: its score is the floor, below every threshold."""
+    pairs, same, folds = make_pairs(labels, seed)
+    scores = pair_similarity(embeddings[pairs[:, 0]], embeddings[pairs[:, 1]], metric)
+    scores = np.where(found[pairs[:, 0]] & found[pairs[:, 1]], scores, FLOOR[metric])
+    return scores, same, folds
+
+
+def cross_validate(scores: np.ndarray, same: np.ndarray, folds: np.ndarray
+                   ) -> tuple[list[float], list[float]]:
+    """Per fold: the accuracy at the threshold picked on the other nine, and that threshold."""
     accuracies, thresholds = [], []
     for fold in range(FOLDS):
         train, test = folds != fold, folds == fold
         threshold = best_threshold(scores[train], same[train])
         thresholds.append(threshold)
         accuracies.append(float(np.mean((scores[test] >= threshold) == same[test])))
+    return accuracies, thresholds
+
+
+def verification_from_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict:
+    """10-fold accuracy, TAR at each of ``FARS`` and the ROC curve, from pair scores."""
+    accuracies, thresholds = cross_validate(scores, same, folds)
     result = {
         "pairs": int(len(same)),
         "accuracy_mean": round(float(np.mean(accuracies)), 4),
         "accuracy_std": round(float(np.std(accuracies)), 4),
         "threshold_mean": round(float(np.mean(thresholds)), 4),
-        "images": len(data.paths),
-        "images_without_face": len(data.missing),
-        "missing": data.missing,
     }
     for far in FARS:
         tar, threshold = tar_at_far(scores, same, far)
@@ -170,16 +223,28 @@ def verification(data: EmbeddedSet, seed: int = 0) -> dict:
     return result
 
 
+def verification(data: EmbeddedSet, seed: int = 0) -> dict:
+    scores, same, folds = verification_scores(data.embeddings, data.found, data.labels,
+                                              metric=data.metric, seed=seed)
+    figures = verification_from_scores(scores, same, folds)
+    head = ("pairs", "accuracy_mean", "accuracy_std", "threshold_mean")
+    return {**{key: figures.pop(key) for key in head},
+            "images": len(data.paths),
+            "images_without_face": len(data.missing),
+            "missing": data.missing,
+            **figures}
+
+
 # --- open-set identification ----------------------------------------------------------------
 
-def best_two(probes: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per probe: best person, its cosine, and the best cosine of any other person.
+def best_two(probes: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
+             metric: str = "cosine") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per probe: best person, its score, and the best score of any other person.
 
     With one template per person (the case here) rows are people; several per person are
     reduced to the best per person first.
     """
-    scores = probes @ gallery.T
+    scores = similarity(probes, gallery, metric)
     people = np.unique(gallery_labels)
     if len(people) != len(gallery_labels):
         scores = np.stack([scores[:, gallery_labels == p].max(1) for p in people], axis=1)
@@ -188,66 +253,122 @@ def best_two(probes: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray
     return people[order[:, 0]], scores[rows, order[:, 0]], scores[rows, order[:, 1]]
 
 
-def open_set(data: EmbeddedSet, strangers: EmbeddedSet, margin: float = 0.0,
-             threshold: float | None = None) -> dict:
-    """Enrol the first image of each person (with a face), probe with the rest and strangers."""
-    enrolled_rows = []
-    for person in np.unique(data.labels):
-        rows = np.flatnonzero((data.labels == person) & data.found)
-        if len(rows):
-            enrolled_rows.append(rows[0])
-    enrolled_rows = np.array(enrolled_rows)
-    genuine_rows = np.setdiff1d(np.arange(len(data.paths)), enrolled_rows)
-    genuine_rows = genuine_rows[np.isin(data.labels[genuine_rows], data.labels[enrolled_rows])]
-    gallery, gallery_labels = data.embeddings[enrolled_rows], data.labels[enrolled_rows]
+def first_with_face(labels: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The row of each person's first image with a face found: the one photo enrolled."""
+    rows = []
+    for person in np.unique(labels):
+        candidates = np.flatnonzero((labels == person) & found)
+        if len(candidates):
+            rows.append(candidates[0])
+    return np.array(rows, int)
 
-    g_person, g_best, g_second = best_two(data.embeddings[genuine_rows], gallery, gallery_labels)
-    # A genuine probe with no face found is a miss at every threshold.
-    g_best = np.where(data.found[genuine_rows], g_best, -1.0)
-    g_right = g_person == data.labels[genuine_rows]
-    noise = np.array([Path(p).name in KNOWN_LABEL_NOISE for p in strangers.paths])
-    s_rows = np.flatnonzero(strangers.found & ~noise)
-    s_person, s_best, s_second = best_two(strangers.embeddings[s_rows], gallery,
-                                          gallery_labels)
 
-    def fnir(t: float) -> float:
-        accepted = (g_best >= t) & (g_best - g_second >= margin) & g_right
+@dataclass
+class OpenSetScores:
+    """Every probe's best match in a one-photo-per-person gallery, genuine and stranger."""
+
+    enrolled_rows: np.ndarray  # rows of the data set enrolled, one per person
+    genuine_rows: np.ndarray  # the enrolled people's other images
+    genuine_best: np.ndarray  # best score (the floor where no face was found)
+    genuine_second: np.ndarray  # best score of anyone else
+    genuine_right: np.ndarray  # the best match is the right person
+    stranger_rows: np.ndarray  # rows of the stranger set probed (face found, not label noise)
+    stranger_person: np.ndarray  # the enrolled person each stranger is closest to
+    stranger_best: np.ndarray
+    stranger_second: np.ndarray
+
+    def fnir(self, threshold: float, margin: float = 0.0) -> float:
+        """Share of genuine probes not matched to the right person (wrong, or below the rule)."""
+        accepted = ((self.genuine_best >= threshold)
+                    & (self.genuine_best - self.genuine_second >= margin) & self.genuine_right)
         return float(1 - accepted.mean())
 
-    def fpir(t: float) -> float:
-        return float(np.mean((s_best >= t) & (s_best - s_second >= margin)))
+    def fpir(self, threshold: float, margin: float = 0.0) -> float:
+        """Share of strangers accepted as someone."""
+        return float(np.mean((self.stranger_best >= threshold)
+                             & (self.stranger_best - self.stranger_second >= margin)))
 
-    stranger_scores = np.sort(np.where(s_best - s_second >= margin, s_best, -1.0))[::-1]
+    def threshold_at_fpir(self, target: float, floor: float, margin: float = 0.0) -> float:
+        """The lowest score at which at most ``target`` of the strangers are accepted."""
+        passing = self.stranger_best - self.stranger_second >= margin
+        ranked = np.sort(np.where(passing, self.stranger_best, floor))[::-1]
+        return float(ranked[int(np.floor(target * len(ranked)))]) + 1e-6
+
+
+def open_set_scores(embeddings: np.ndarray, found: np.ndarray, labels: np.ndarray,
+                    stranger_embeddings: np.ndarray, stranger_found: np.ndarray, *,
+                    metric: str = "cosine", enrolled_rows: np.ndarray | None = None,
+                    stranger_excluded: np.ndarray | None = None) -> OpenSetScores:
+    """Enrol one image per person, probe with the rest and with the strangers.
+
+    ``enrolled_rows`` defaults to each person's first image with a face; pass the same rows to
+    compare systems on the same gallery and the same probes (each must have a face found).
+    Strangers with no face found, or flagged in ``stranger_excluded``, are not probed.
+    """
+    if enrolled_rows is None:
+        enrolled_rows = first_with_face(labels, found)
+    if not found[enrolled_rows].all():
+        raise ValueError("an enrolled image has no face found")
+    genuine_rows = np.setdiff1d(np.arange(len(labels)), enrolled_rows)
+    genuine_rows = genuine_rows[np.isin(labels[genuine_rows], labels[enrolled_rows])]
+    gallery, gallery_labels = embeddings[enrolled_rows], labels[enrolled_rows]
+
+    g_person, g_best, g_second = best_two(embeddings[genuine_rows], gallery, gallery_labels,
+                                          metric)
+    # A genuine probe with no face found is a miss at every threshold.
+    g_best = np.where(found[genuine_rows], g_best, FLOOR[metric])
+    excluded = (np.zeros(len(stranger_found), bool) if stranger_excluded is None
+                else stranger_excluded)
+    s_rows = np.flatnonzero(stranger_found & ~excluded)
+    s_person, s_best, s_second = best_two(stranger_embeddings[s_rows], gallery,
+                                          gallery_labels, metric)
+    return OpenSetScores(enrolled_rows, genuine_rows, g_best, g_second,
+                         g_person == labels[genuine_rows], s_rows, s_person, s_best, s_second)
+
+
+def open_set(data: EmbeddedSet, strangers: EmbeddedSet, margin: float = 0.0,
+             threshold: float | None = None, enrolled_rows: np.ndarray | None = None) -> dict:
+    """Enrol the first image of each person (with a face), probe with the rest and strangers.
+
+    ``enrolled_rows`` overrides the choice of enrolled images (see ``open_set_scores``).
+    """
+    noise = np.array([Path(p).name in KNOWN_LABEL_NOISE for p in strangers.paths])
+    scores = open_set_scores(data.embeddings, data.found, data.labels, strangers.embeddings,
+                             strangers.found, metric=data.metric, enrolled_rows=enrolled_rows,
+                             stranger_excluded=noise)
+    s_rows, s_best = scores.stranger_rows, scores.stranger_best
     result = {
-        "enrolled_people": int(len(enrolled_rows)),
-        "genuine_probes": int(len(genuine_rows)),
+        "enrolled_people": int(len(scores.enrolled_rows)),
+        "genuine_probes": int(len(scores.genuine_rows)),
         "stranger_probes": int(len(s_rows)),
         "strangers_without_face": int((~strangers.found).sum()),
         "strangers_left_out_as_label_noise": {
             name: why for name, why in KNOWN_LABEL_NOISE.items()
             if name in {Path(p).name for p in strangers.paths}},
         "margin": margin,
-        "rank1_identification_rate": round(float(g_right.mean()), 4),
+        "rank1_identification_rate": round(float(scores.genuine_right.mean()), 4),
         "at_fpir": {},
         # Look at these before trusting a figure at 0.1%: LFW has people under two names.
         "top_strangers": [
             {"path": strangers.paths[s_rows[i]], "score": round(float(s_best[i]), 4),
-             "looks_like": data.names[int(s_person[i])]}
+             "looks_like": data.names[int(scores.stranger_person[i])]}
             for i in np.argsort(-s_best)[:5]
         ],
     }
     for target in FPIRS:
-        allowed = int(np.floor(target * len(stranger_scores)))
-        t = float(stranger_scores[allowed]) + 1e-6
+        t = scores.threshold_at_fpir(target, FLOOR[data.metric], margin)
+        fpir = scores.fpir(t, margin)
         result["at_fpir"][f"{target:g}"] = {
-            "threshold": round(t, 4), "fpir": round(fpir(t), 4), "fnir": round(fnir(t), 4),
-            "strangers_accepted": int(round(fpir(t) * len(s_rows)))}
+            "threshold": round(t, 4), "fpir": round(fpir, 4),
+            "fnir": round(scores.fnir(t, margin), 4),
+            "strangers_accepted": int(round(fpir * len(s_rows)))}
     if threshold is not None:
+        fpir = scores.fpir(threshold, margin)
         result["at_threshold"] = {
-            "threshold": threshold, "fpir": round(fpir(threshold), 4),
-            "fnir": round(fnir(threshold), 4),
-            "strangers_accepted": int(round(fpir(threshold) * len(s_rows))),
-            **fpir_tail_estimate(s_best, threshold, len(enrolled_rows)),
+            "threshold": threshold, "fpir": round(fpir, 4),
+            "fnir": round(scores.fnir(threshold, margin), 4),
+            "strangers_accepted": int(round(fpir * len(s_rows))),
+            **fpir_tail_estimate(s_best, threshold, len(scores.enrolled_rows)),
         }
     return result
 
