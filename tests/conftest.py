@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from gpiozero.pins.mock import MockFactory, MockPin
 
 from device.vision.pipeline import FacePipeline
 from tests.web_support import (  # noqa: F401 (fixtures for the web page's tests)
@@ -22,6 +23,14 @@ from tests.web_support import (  # noqa: F401 (fixtures for the web page's tests
 )
 
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def factory() -> MockFactory:
+    """gpiozero's own mock pins, fresh for each test (the sanctioned stand-in for GPIO)."""
+    factory = MockFactory(pin_class=MockPin)
+    yield factory
+    factory.close()
 
 
 @pytest.fixture(scope="session")

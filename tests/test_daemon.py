@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory, MockPin
+from gpiozero.pins.mock import MockFactory
 
 from device.camera import ReplayCamera, ResilientCamera
 from device.camera.base import Camera
@@ -45,13 +45,6 @@ UNLOCK = 0.3
 TOLERANCE = 0.05
 STRANGERS = sorted((DATA / "strangers").glob("*.jpg"))
 MONDAY_NOON = datetime(2026, 11, 30, 12, 0).astimezone()
-
-
-@pytest.fixture
-def factory():
-    factory = MockFactory(pin_class=MockPin)
-    yield factory
-    factory.close()
 
 
 class Rig:

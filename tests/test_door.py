@@ -40,13 +40,6 @@ TOLERANCE = 0.05  # seconds; a shared 2-core CI box is not a real-time system
 
 
 @pytest.fixture
-def factory() -> MockFactory:
-    factory = MockFactory(pin_class=MockPin)
-    yield factory
-    factory.close()
-
-
-@pytest.fixture
 def no_default_factory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forget the process-wide factory choice for one test, and restore it afterwards."""
     monkeypatch.setattr(door_pins, "_default_factory", None)

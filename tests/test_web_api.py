@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpiozero.pins.mock import MockFactory, MockPin
+from gpiozero.pins.mock import MockPin
 
 from device.door import Door, DoorSettings
 from device.events import EventLog
@@ -40,13 +40,6 @@ PASSWORD = "correct horse battery"
 
 
 # --- Fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def factory() -> MockFactory:
-    factory = MockFactory(pin_class=MockPin)
-    yield factory
-    factory.close()
 
 
 @pytest.fixture
