@@ -220,12 +220,13 @@ def quick_subset(source: Path, dest: Path, people: int, max_images: int, seed: i
 
 
 def embed_ours(folder: Path, precision: str, cache: Path) -> evaluate.EmbeddedSet:
-    """Our pipeline, exactly as ``make eval`` runs it (float16 shares its cache)."""
+    """Our pipeline, exactly as ``make eval`` runs it (the default shares its cache)."""
     models = embedder_variants.models_dir(precision, cache)
     pipeline = FacePipeline.from_models_dir(models,
                                             embedder=embedder_variants.embedder_name(precision))
     tag = f"{pipeline.model_name}-{pipeline.aligner.method}-mirror{pipeline.embedder.mirror}"
-    where = ROOT / "var" / "eval-cache" if precision == "float16" else cache
+    where = (ROOT / "var" / "eval-cache" if precision == embedder_variants.DEFAULT_PRECISION
+             else cache)
     started = time.perf_counter()
     data = evaluate.embed_folder(pipeline, folder, where / f"{tag}-{folder.name}.npz")
     log(f"facegate {precision}: {folder.name} embedded ({time.perf_counter() - started:.0f} s)")
@@ -302,7 +303,8 @@ def accuracy(folders: tuple[Path, Path], peers: dict, models: Path, cache: Path,
     """Every system (and every built SFace precision) scored on the same pairs and gallery."""
     data, strangers, infos = {}, {}, {}
     for precision in precisions:
-        key = "facegate" if precision == "float16" else f"facegate {precision}"
+        key = ("facegate" if precision == embedder_variants.DEFAULT_PRECISION
+               else f"facegate {precision}")
         data[key], strangers[key] = (embed_ours(f, precision, cache) for f in folders)
     for system, python in peers.items():
         data[system], infos[system] = embed_peer(python, system, folders[0], models, cache)
@@ -440,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                    quick_subset(folders[1], args.cache / "subsets", QUICK_STRANGERS, 1))
     report["accuracy"] = accuracy(folders, peers, models, args.cache, precisions)
     for precision in precisions:
-        key = "facegate" if precision == "float16" else f"facegate {precision}"
+        key = ("facegate" if precision == embedder_variants.DEFAULT_PRECISION
+               else f"facegate {precision}")
         report["embedder_precisions"][precision]["accuracy"] = summary.accuracy_row(
             report["accuracy"]["systems"][key])
 

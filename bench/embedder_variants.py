@@ -1,6 +1,7 @@
 """SFace at float32, float16 and int8, built from the same ONNX as the product's model.
 
-float16 is the committed ``models/`` file. The others need TensorFlow (the ``train`` extra):
+float16 and int8dr (the default) are committed in ``models/``. The others need TensorFlow
+(the ``train`` extra):
 ``python -m training.convert_sface --keep-work`` leaves onnx2tf's float32 TFLite and saved
 model, and ``bench/quantise_sface.py`` quantises the saved model to int8 (dynamic range, and
 full integer calibrated on aligned crops of ``../shared/data/wild``, people who are not in
@@ -28,10 +29,12 @@ from training.convert_sface import MODEL_STEM
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = {
     "float32": "float32 weights and activations (onnx2tf)",
-    "float16": "float16 weights, float32 activations (the committed model)",
-    "int8dr": "int8 weights, float activations (dynamic range)",
+    "float16": "float16 weights, float32 activations (shipped as the reference)",
+    "int8dr": "int8 weights, float activations (dynamic range; the default)",
     "int8": "int8 weights and activations (full integer, calibrated)",
 }
+COMMITTED = frozenset({"float16", "int8dr"})  # both ship in models/
+DEFAULT_PRECISION = DEFAULT_EMBEDDER.rsplit("_", 1)[1]  # the door's: "int8dr"
 NOT_BUILT = "not built (needs the train extra: pass --tf-python, e.g. .venv-train/bin/python)"
 
 
@@ -67,9 +70,9 @@ def build(tf_python: Path, cache: Path, wheel: Path, calibration: Path) -> None:
 def models_dir(precision: str, cache: Path) -> Path | None:
     """A models folder holding this precision's SFace under its own name, or None if unbuilt.
 
-    float16 is ``models/`` itself.
+    The committed precisions are ``models/`` itself.
     """
-    if precision == "float16":
+    if precision in COMMITTED:
         return default_models_dir()
     source = cache / "variants" / f"{MODEL_STEM}_{precision}.tflite"
     if not source.is_file():
@@ -93,4 +96,4 @@ def models_dir(precision: str, cache: Path) -> Path | None:
 
 
 def embedder_name(precision: str) -> str:
-    return DEFAULT_EMBEDDER if precision == "float16" else f"{MODEL_STEM}_{precision}"
+    return f"{MODEL_STEM}_{precision}"
