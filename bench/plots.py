@@ -80,9 +80,7 @@ def latency(report: dict, path: Path) -> None:
     right.set_title("Whole frame: detect and embed every face (faces found)")
     right.legend(fontsize=8, loc="upper left")
     right.set_ylim(top=right.get_ylim()[1] * 3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def search(report: dict, path: Path) -> None:
@@ -107,9 +105,7 @@ def search(report: dict, path: Path) -> None:
                    "shaded: within 2x the limit)", fontsize=10)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def roc(report: dict, path: Path) -> None:
@@ -134,9 +130,7 @@ def roc(report: dict, path: Path) -> None:
     axis.set_ylim(max(0.0, lowest - 0.02), 1.002)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,3 +151,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -273,14 +273,13 @@ def _person_changes(args: argparse.Namespace) -> dict:
 
 def _aware_time(text: str) -> str:
     """An ISO time; without a zone it is the door's local time."""
-    from datetime import datetime
+    from device.daemon.access import door_time
 
     try:
-        when = datetime.fromisoformat(text)
+        return door_time(text).isoformat()
     except ValueError:
         raise FacegateError(f"{text!r} is not a date or time (use 2026-01-31 or "
                             "2026-01-31T18:00)") from None
-    return (when if when.tzinfo else when.astimezone()).isoformat()
 
 
 def cmd_events(args: argparse.Namespace) -> int:

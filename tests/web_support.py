@@ -108,18 +108,20 @@ def fixture_client(app: Flask) -> FlaskClient:
 @pytest.fixture(name="admin")
 def fixture_admin(app: Flask) -> FlaskClient:
     """A client signed in as the admin "ann"."""
-    add_user(app.config["DATABASE"], "ann", PASSWORD, role="admin")
-    client = app.test_client()
-    assert sign_in(client, "ann", PASSWORD).status_code == 302
-    return client
+    return signed_in(app, "ann", "admin")
 
 
 @pytest.fixture(name="viewer")
 def fixture_viewer(app: Flask) -> FlaskClient:
     """A client signed in as the viewer "vic"."""
-    add_user(app.config["DATABASE"], "vic", PASSWORD, role="viewer")
+    return signed_in(app, "vic", "viewer")
+
+
+def signed_in(app: Flask, name: str, role: str) -> FlaskClient:
+    """A new account with ``role`` and a client signed in as it."""
+    add_user(app.config["DATABASE"], name, PASSWORD, role=role)
     client = app.test_client()
-    assert sign_in(client, "vic", PASSWORD).status_code == 302
+    assert sign_in(client, name, PASSWORD).status_code == 302
     return client
 
 

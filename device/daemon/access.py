@@ -91,6 +91,15 @@ def schedule_from_text(text: str) -> list[dict[str, str]]:
     return entries
 
 
+def door_time(text: str | None) -> datetime | None:
+    """An ISO date or time as an aware datetime; one without an offset is the door's local
+    time (how an admin at the door means it). Blank or None: None. Raises ``ValueError``."""
+    if text is None or not text.strip():
+        return None
+    when = datetime.fromisoformat(text.strip())
+    return when if when.tzinfo else when.astimezone()
+
+
 def access_refusal(person: Person, now: datetime) -> str | None:
     """Why ``person`` may not enter at ``now`` (timezone-aware, local), or None if they may."""
     if not person.active:

@@ -19,7 +19,7 @@ from flask import (
     url_for,
 )
 
-from device.daemon.access import ScheduleInvalid, schedule_from_text
+from device.daemon.access import ScheduleInvalid, door_time, schedule_from_text
 from device.errors import FacegateError, PersonNotFound
 from device.gallery.store import Person
 from device.web.audit import audit
@@ -191,7 +191,7 @@ def parse_person_form(form: Any) -> tuple[dict[str, Any], dict[str, str]]:
     changes["active"] = form.get("active") in ("on", "1", "true")
     for key in ("valid_from", "valid_until"):
         try:
-            changes[key] = _from_local_input(form.get(key, ""))
+            changes[key] = door_time(form.get(key, ""))
         except ValueError:
             errors[key] = "Give a date and time such as 2025-01-31 08:00, or leave it empty."
     start, end = changes.get("valid_from"), changes.get("valid_until")
@@ -221,15 +221,6 @@ def _local_input(stored: str | None) -> str:
     if not stored:
         return ""
     return datetime.fromisoformat(stored).astimezone().strftime("%Y-%m-%dT%H:%M")
-
-
-def _from_local_input(text: str) -> datetime | None:
-    """A ``datetime-local`` value (the door's local time) as an aware datetime."""
-    text = text.strip()
-    if not text:
-        return None
-    when = datetime.fromisoformat(text)
-    return when.astimezone() if when.tzinfo is None else when
 
 
 def _people_with_crops() -> set[str]:

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from device.daemon.access import door_time
 from device.errors import (
     EventNotFound,
     FacegateError,
@@ -187,14 +188,12 @@ def _flag_arg(args: Mapping[str, str], name: str) -> bool:
 def _aware_time(value: str | None, name: str) -> str | None:
     """An ISO date or time as UTC text; one without an offset is the door's local time (as
     for ``facegate people edit``); None or "" clears."""
-    if value is None or not value.strip():
-        return None
     try:
-        when = datetime.fromisoformat(value.strip())
+        when = door_time(value)
     except ValueError:
         raise RequestInvalid(name, f"{name} must be an ISO date or time such as 2026-01-31 or "
                                    f"2026-01-31T18:00+01:00, not {value!r}") from None
-    return _utc_text(when if when.tzinfo else when.astimezone())
+    return None if when is None else _utc_text(when)
 
 
 def _utc_text(when: datetime) -> str:
