@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TRAIN_VENV := .venv-train
+TRAIN_BIN := $(TRAIN_VENV)/bin
+TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
-.PHONY: run test e2e screenshots lint models models-convert eval bench bench-quick clean
+.PHONY: run test test-training train-lfw e2e screenshots lint models models-convert eval bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	scripts/ensure-system-packages
@@ -14,13 +16,46 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The training environment: TensorFlow (and JAX) for training/, kept apart from the device's.
+$(TRAIN_STAMP): pyproject.toml
+	scripts/ensure-system-packages
+	test -x $(TRAIN_BIN)/python || $(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_BIN)/python -m pip install -q --upgrade pip
+	$(TRAIN_BIN)/python -m pip install -q -e '.[train]' 'pytest>=8'
+	touch $(TRAIN_STAMP)
+
 # The door daemon. With no camera and no GPIO it replays the bundled demo scene on gpiozero's
 # mock pins; stop it with Ctrl-C.
 run: $(STAMP)
 	$(BIN)/facegate run
 
-test: $(STAMP) lint
+test: $(STAMP) $(TRAIN_STAMP) lint
 	$(BIN)/python -m pytest
+	$(TRAIN_BIN)/python -m pytest tests/training
+
+# The training smoke tests alone (prepare, train, evaluate, export on 12 people; ~3 minutes).
+test-training: $(TRAIN_STAMP)
+	$(TRAIN_BIN)/python -m pytest tests/training
+
+# The real run of models/README.md: MobileFaceNet (width 0.5) from scratch on lfw-a with the
+# COCO loss and the triplet baseline side by side, one CPU thread each, same time budget,
+# then int8/float16 export into models/ and the figures into bench/results/. About 2 hours.
+LFW := ../shared/data
+train-lfw: $(TRAIN_STAMP)
+	$(TRAIN_BIN)/python -m training prepare --data $(LFW)/lfw-a --out var/train/lfw-a
+	$(TRAIN_BIN)/python -m training prepare --data $(LFW)/lfw-a-singles \
+		--out var/train/lfw-a-singles
+	for loss in coco triplet; do \
+		$(TRAIN_BIN)/python -m training --config training/lfw-a.toml train --loss $$loss \
+			--out var/train/runs/mfn05-$$loss > var/train/runs-$$loss.log 2>&1 & \
+	done; wait
+	$(TRAIN_BIN)/python -m training export --run var/train/runs/mfn05-coco \
+		--name facegate_mobilefacenet05_coco_lfwa_2026nov --strangers var/train/lfw-a-singles
+	for loss in coco triplet; do \
+		$(TRAIN_BIN)/python -m training evaluate --run var/train/runs/mfn05-$$loss \
+			--strangers var/train/lfw-a-singles --json bench/results/training-$$loss.json \
+			--plot bench/results/training-$$loss-roc.png; \
+	done
 
 # The end-to-end tests alone: the real daemon and its admin page in headless Debian chromium.
 e2e: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,10 @@ from tests.web_support import (  # noqa: F401 (fixtures for the web page's tests
 )
 
 DATA = Path(__file__).parent / "data"
+
+# The training tests need TensorFlow and JAX, which the device never installs: `make test`
+# runs them a second time round in the training environment (.venv-train).
+collect_ignore = [] if importlib.util.find_spec("keras") else ["training"]
 
 
 @pytest.fixture

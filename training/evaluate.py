@@ -134,17 +134,21 @@ def make_pairs(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     """LFW View-2-style pairs: (i, j) indices, same-person flags and fold numbers.
 
     People are dealt into ten folds, so no person appears in two folds and a threshold is
-    never tuned on the people it is tested on.
+    never tuned on the people it is tested on. Under 20 people (a smoke test) there are fewer
+    folds, each with two people or more.
     """
     rng = np.random.default_rng(seed)
     people = rng.permutation(np.unique(labels))
-    fold_of_person = {person: k % FOLDS for k, person in enumerate(people)}
+    folds_wanted = min(FOLDS, len(people) // 2)
+    if folds_wanted < 2:
+        raise ValueError(f"verification needs at least 4 people, not {len(people)}")
+    fold_of_person = {person: k % folds_wanted for k, person in enumerate(people)}
     by_person = {p: np.flatnonzero(labels == p) for p in people}
     pairs, same, folds = [], [], []
-    for fold in range(FOLDS):
+    for fold in range(folds_wanted):
         members = [p for p in people if fold_of_person[p] == fold]
         with_two = [p for p in members if len(by_person[p]) >= 2]
-        for _ in range(PAIRS_PER_FOLD):
+        for _ in range(PAIRS_PER_FOLD if with_two else 0):
             person = with_two[rng.integers(len(with_two))]
             i, j = rng.choice(by_person[person], 2, replace=False)
             pairs.append((i, j)), same.append(True), folds.append(fold)
@@ -197,8 +201,10 @@ def verification_scores(embeddings: np.ndarray, found: np.ndarray, labels: np.nd
 def cross_validate(scores: np.ndarray, same: np.ndarray, folds: np.ndarray
                    ) -> tuple[list[float], list[float]]:
     """Per fold: the accuracy at the threshold picked on the other nine, and that threshold."""
+    if len(np.unique(folds)) < 2:
+        raise ValueError("cross-validation needs pairs in two folds or more")
     accuracies, thresholds = [], []
-    for fold in range(FOLDS):
+    for fold in np.unique(folds):
         train, test = folds != fold, folds == fold
         threshold = best_threshold(scores[train], same[train])
         thresholds.append(threshold)
@@ -383,6 +389,9 @@ def fpir_tail_estimate(stranger_best: np.ndarray, threshold: float, enrolled: in
     resemble: assuming independent people, FPIR(N) = 1 - (1 - FPIR(n)) ** (N / n).
     """
     mean, std = float(stranger_best.mean()), float(stranger_best.std())
+    if len(stranger_best) < 2 or std == 0:
+        return {"fpir_normal_tail_estimate": None,
+                "why_no_estimate": "fewer than two distinct stranger scores"}
     tail = 0.5 * math.erfc((threshold - mean) / (std * math.sqrt(2)))
     scaled = 1 - (1 - tail) ** (at_gallery_size / enrolled)
     return {"fpir_normal_tail_estimate": float(f"{tail:.3g}"),

@@ -35,10 +35,17 @@ class FaceEmbedder:
     ) -> None:
         self._interpreter = load_interpreter(model_path, interpreter_factory, num_threads)
         details = self._interpreter.get_input_details()[0]
+        output = self._interpreter.get_output_details()[0]
         self._input_index = details["index"]
         self.input_size = int(details["shape"][1])
-        self._output_index = self._interpreter.get_output_details()[0]["index"]
-        self.dim = int(self._interpreter.get_output_details()[0]["shape"][-1])
+        self._output_index = output["index"]
+        self.dim = int(output["shape"][-1])
+        # A full-integer model takes and gives int8 (or uint8) tensors: quantise the pixels
+        # with the input's scale and zero point, dequantise the embedding with the output's.
+        self._input_dtype = details["dtype"]
+        self._input_quantisation = details["quantization"]
+        self._output_quantisation = output["quantization"] if output["dtype"] in (
+            np.int8, np.uint8) else None
         self._swap_to_rgb = colour.upper() == "RGB"
         self._mean, self._std = float(mean), float(std)
         self.mirror = mirror
@@ -56,9 +63,17 @@ class FaceEmbedder:
     def _run(self, crop_bgr: np.ndarray) -> np.ndarray:
         pixels = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2RGB) if self._swap_to_rgb else crop_bgr
         tensor = (pixels.astype(np.float32) - self._mean) / self._std
-        self._interpreter.set_tensor(self._input_index, tensor[None])
+        if self._input_dtype in (np.int8, np.uint8):
+            scale, zero_point = self._input_quantisation
+            limits = np.iinfo(self._input_dtype)
+            tensor = np.clip(np.round(tensor / scale + zero_point), limits.min, limits.max)
+        self._interpreter.set_tensor(self._input_index, tensor[None].astype(self._input_dtype))
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output_index)[0].astype(np.float32)
+        vector = self._interpreter.get_tensor(self._output_index)[0].astype(np.float32)
+        if self._output_quantisation is not None:
+            scale, zero_point = self._output_quantisation
+            vector = (vector - zero_point) * scale
+        return vector
 
     @staticmethod
     def _normalised(vector: np.ndarray) -> np.ndarray:

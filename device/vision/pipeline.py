@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,9 @@ from device.vision.models import (
 )
 from device.vision.quality import Quality, measure_quality
 
+# The canonical face of the homography alignment, for 112x112 crops (training/canonical_face.py).
+CANONICAL_MESH_FILE = "canonical_face_mesh_112.npy"
+
 # Below this FaceMesh presence score the detector's box is taken for a false positive (a cat,
 # a pattern in a tile): the mesh model has looked closer than the detector could. Detector
 # false positives on ../shared/data/no-face score under 0.05, real faces near 1.
@@ -29,19 +32,25 @@ MIN_MESH_PRESENCE = 0.5
 
 
 @dataclass(frozen=True)
-class Face:
+class LocatedFace:
+    """A face found, measured and aligned, before the embedder has seen it."""
+
     box: np.ndarray  # (4,) x1, y1, x2, y2 in frame pixels
     score: float  # detector confidence
     landmarks5: np.ndarray  # (5, 2) eye centres, nose tip, mouth corners
     landmarks: np.ndarray  # (468, 3) FaceMesh points, frame pixels
     quality: Quality
-    aligned: np.ndarray  # the aligned crop the embedder saw, BGR uint8
+    aligned: np.ndarray  # the aligned crop the embedder sees, BGR uint8
     alignment: str  # "similarity" or "homography" (the method actually used)
-    embedding: np.ndarray  # (dim,) float32, unit length
 
     @property
     def area(self) -> float:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+@dataclass(frozen=True)
+class Face(LocatedFace):
+    embedding: np.ndarray  # (dim,) float32, unit length
 
 
 class FacePipeline:
@@ -51,7 +60,7 @@ class FacePipeline:
     """
 
     def __init__(self, detector: FaceDetector, mesh: FaceMesh, aligner: Aligner,
-                 embedder: FaceEmbedder, embedder_card: ModelCard) -> None:
+                 embedder: FaceEmbedder | None, embedder_card: ModelCard | None) -> None:
         self.detector = detector
         self.mesh = mesh
         self.aligner = aligner
@@ -100,6 +109,22 @@ class FacePipeline:
             embedder_card,
         )
 
+    @classmethod
+    def without_embedder(cls, models_dir: str | Path | None = None, *,
+                         alignment: str = "similarity",
+                         interpreter_factory: InterpreterFactory | None = None) -> FacePipeline:
+        """Detector, FaceMesh and a 112x112 aligner only, for ``locate``: how training caches
+        the crops a new embedder learns from (ArcFace template, the bundled canonical mesh)."""
+        models_dir = Path(models_dir) if models_dir else default_models_dir()
+        aligner = Aligner(method=alignment, template=ARCFACE_TEMPLATE_112, size=112,
+                          canonical_mesh=np.load(models_dir / CANONICAL_MESH_FILE))
+        return cls(
+            FaceDetector(load_card(DETECTOR, models_dir).path,
+                         interpreter_factory=interpreter_factory),
+            FaceMesh(load_card(LANDMARKS, models_dir).path,
+                     interpreter_factory=interpreter_factory),
+            aligner, None, None)
+
     @property
     def model_name(self) -> str:
         """The embedder's name: templates are only ever compared with the same model's."""
@@ -107,12 +132,24 @@ class FacePipeline:
 
     def process(self, frame_bgr: np.ndarray, *, thorough: bool = False,
                 max_faces: int | None = None, min_interocular_px: float = 0.0) -> list[Face]:
-        """Every face in the frame, largest first; an empty list when there is none.
+        """Every face in the frame, largest first, embedded; an empty list when there is none.
 
         ``thorough`` searches harder for small and cut faces (still photos).
         ``max_faces`` embeds only the largest few (the door needs the nearest person).
         ``min_interocular_px`` skips the embedding of faces too far away to be at the door.
         """
+        return [
+            Face(**{f.name: getattr(located, f.name) for f in fields(LocatedFace)},
+                 embedding=self.embedder.embed([located.aligned])[0])
+            for located in self.locate(frame_bgr, thorough=thorough, max_faces=max_faces,
+                                       min_interocular_px=min_interocular_px)
+        ]
+
+    def locate(self, frame_bgr: np.ndarray, *, thorough: bool = False,
+               max_faces: int | None = None, min_interocular_px: float = 0.0
+               ) -> list[LocatedFace]:
+        """The steps before the embedder (same arguments as ``process``): training caches
+        these crops, so a network learns from exactly what the door will show it."""
         detections = sorted(self.detector.detect(frame_bgr, thorough=thorough),
                             key=lambda d: d.area, reverse=True)
         faces = []
@@ -126,7 +163,7 @@ class FacePipeline:
             if float(np.linalg.norm(five[1] - five[0])) < min_interocular_px:
                 continue
             aligned = self.aligner.align(frame_bgr, five, landmarks.points)
-            faces.append(Face(
+            faces.append(LocatedFace(
                 box=detection.box,
                 score=detection.score,
                 landmarks5=five,
@@ -134,7 +171,6 @@ class FacePipeline:
                 quality=measure_quality(five, landmarks.points, aligned.crop),
                 aligned=aligned.crop,
                 alignment=aligned.method,
-                embedding=self.embedder.embed([aligned.crop])[0],
             ))
         return faces
 
