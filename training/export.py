@@ -189,12 +189,15 @@ def write_card(out: Path, name: str, model: bytes, precision: str, facts: dict,
                       "float16": "float16 weights, float32 activations"}[precision],
         "sha256": hashlib.sha256(model).hexdigest(),
         "licence": "Apache-2.0 (trained by facegate; the training photos' own terms apply)",
+        "source": {"trained_by": "facegate training/ (python -m training train)",
+                   "run": training["run"], "data": training["data"]},
         "training": training,
         "parity": {**checks, "reference": "the Keras model of the run, same crops"},
-        "threshold": door,
-        "verification_threshold": one_to_one,
+        "threshold": {**door, "measured_by": command},
+        "verification_threshold": {**one_to_one, "measured_by": command},
         "accuracy": {**accuracy, "measured_on": "held-out people of the prepared set, "
-                                                "through the device's FaceEmbedder"},
+                                                "through the device's FaceEmbedder",
+                     "measured_by": command},
         "produced_by": command,
     }
     if facts["alignment"] == "homography":

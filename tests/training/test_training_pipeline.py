@@ -13,6 +13,7 @@ import pytest
 from device.vision.image_io import read_image
 from device.vision.models import default_models_dir, load_card
 from device.vision.pipeline import FacePipeline
+from tests.test_models import CARD_FIELDS
 from tests.training.conftest import SMOKE, TRAIN_MINI, run_training
 from training.cli import main as training_cli
 from training.crop_evaluation import evaluate_command
@@ -101,6 +102,7 @@ def test_export_writes_checked_int8_and_float16_models_the_door_loads(
     assert set(results) == {"smoke_mfn_float16", "smoke_mfn_int8"}
     int8 = load_card("smoke_mfn_int8", models)
     assert int8.verify_sha256()
+    assert CARD_FIELDS <= set(int8.card)  # what every bundled card has
     assert int8.card["parity"]["mean_cosine"] >= 0.99
     assert int8.card["alignment"]["method"] == "similarity"
     assert -1.0 <= int8.card["threshold"]["score"] <= 1.0
