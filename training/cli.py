@@ -115,6 +115,8 @@ def _evaluate_parser(sub) -> None:
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--plot", type=Path, help="write the ROC curve here (PNG)")
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="JSON",
+                        help="also draw these earlier --json reports in the plot")
 
 
 def _export_parser(sub) -> None:

@@ -200,7 +200,12 @@ def _finish(report: dict, values: dict, label: str) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2))
     if values.get("plot"):
-        plot_roc({label: report["verification"]}, Path(values["plot"]),
-                 f"ROC, {report['verification']['pairs']} pairs")
+        curves = {label: report["verification"]}
+        for earlier in values.get("compare") or []:
+            other = json.loads(Path(earlier).read_text())
+            curves[other["model"]] = other["verification"]
+        plot_roc(curves, Path(values["plot"]),
+                 f"ROC, {report['verification']['pairs']} pairs of "
+                 f"{report.get('people', '?')} people")
     short = {k: v for k, v in report["verification"].items() if k not in ("roc", "missing")}
     return {**report, "verification": short}

@@ -9,8 +9,9 @@ which is what a door comparing cosines against a threshold needs.
 
 Why ``alpha``: unit vectors give cosines in [-1, 1], so without a scale the softmax can never
 become confident and the loss keeps pushing on faces that are already right. The COCO paper's
-second version derives a lower bound for the scale from the number of classes ``K``; the
-derivation, as used here (``coco_alpha_lower_bound``):
+second version derives a lower bound for the scale from the number of classes ``K``. The
+bound used here (``coco_alpha_lower_bound``) follows that argument, derived afresh (the
+paper's text was not at hand, so its exact constants may differ):
 
     At best a feature sits on its own centre (cosine 1) and the K centres are spread as far
     apart as K unit vectors can be (a regular simplex: cosine -1/(K-1) to each other), so

@@ -309,8 +309,12 @@ def train(config: TrainConfig) -> dict:
           f"{len(crops)} crops of {len(crops.names)} people; {len(held_out_people)} people "
           f"held apart; {devices}", file=sys.stderr)
     started = time.monotonic()
-    history = trainer.fit(batches, epochs=config.epochs, callbacks=callbacks,
-                          verbose=1 if sys.stderr.isatty() else 2)
+    try:
+        history = trainer.fit(batches, epochs=config.epochs, callbacks=callbacks,
+                              verbose=1 if sys.stderr.isatty() else 2)
+    finally:
+        # The precision policy is process-wide: leave the next model in this process alone.
+        keras.mixed_precision.set_global_policy("float32")
     seconds = time.monotonic() - started
     if not np.isfinite(history.history.get("loss", [0.0])[-1]):
         raise FacegateError("the loss became NaN; lower --learning-rate")

@@ -53,6 +53,15 @@ def test_the_triplet_baseline_trains_on_people_times_images_batches(prepared, tm
     assert summary["loss"] == "triplet" and np.isfinite(summary["final"]["loss"])
 
 
+def test_mixed_precision_keeps_the_loss_and_the_embedding_in_float32(prepared, tmp_path):
+    import keras
+
+    summary = run_training(data=str(prepared), out=str(tmp_path / "mixed"), loss="coco",
+                           mixed_precision=True, **{**SMOKE, "epochs": 1, "eval_every": 0})
+    assert np.isfinite(summary["final"]["loss"]) and "mixed float16" in summary["devices"]
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+
+
 def test_fine_tuning_starts_from_a_previous_run(coco_run, prepared, tmp_path):
     from training.backbones import BackboneSpec, build_backbone
     from training.train import load_embedder_weights
@@ -80,6 +89,10 @@ def test_evaluate_reports_verification_on_held_out_people(coco_run, tmp_path):
         assert f"tar_at_far_{far}" in verification
     assert "roc" in json.loads((tmp_path / "eval.json").read_text())["verification"]
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    # An earlier report drawn beside a new one.
+    evaluate_command({"run": str(coco_run), "plot": str(tmp_path / "both.png"),
+                      "compare": [str(tmp_path / "eval.json")]})
+    assert (tmp_path / "both.png").stat().st_size > 0
 
 
 def test_evaluate_reads_an_lfw_format_pairs_file(coco_run, tmp_path):
