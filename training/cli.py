@@ -68,7 +68,7 @@ def _prepare_parser(sub) -> None:
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--max-people", type=int, default=None,
                         help="only the first N people (a quick trial)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", default=None)
 
 
 def _train_parser(sub) -> None:
@@ -141,7 +141,12 @@ def _export_parser(sub) -> None:
                         help="prepared folder of strangers for the door's threshold")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict], dict[str, list[str]]]:
+    """The parser, each command's defaults and its required settings.
+
+    The defaults are taken out of argparse, so a value from the config file is not masked by
+    a default the user never typed; they are applied last, in ``_merge``.
+    """
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split(
         "\n\n")[0])
     parser.add_argument("--config", type=Path, help="TOML file with [prepare], [train], ...")
@@ -150,34 +155,59 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _evaluate_parser(sub)
     _export_parser(sub)
-    return parser
+    defaults, required = {}, {}
+    for command, subparser in sub.choices.items():
+        defaults[command], required[command] = {}, []
+        for action in subparser._actions:
+            if action.dest == "help":
+                continue
+            if action.default is not None:
+                defaults[command][action.dest] = action.default
+                action.default = None
+            if action.required:
+                required[command].append(action.dest)
+                action.required = False
+        for group in subparser._mutually_exclusive_groups:
+            group.required = False
+    return parser, defaults, required
 
 
-def _merge(args: argparse.Namespace, section: dict) -> dict:
+def _merge(args: argparse.Namespace, section: dict, defaults: dict) -> dict:
     """Command line over config file; config file over the defaults."""
-    values = {k.replace("-", "_"): v for k, v in section.items()}
+    values = dict(defaults)
+    values.update({k.replace("-", "_"): v for k, v in section.items()})
     values.update({k: v for k, v in vars(args).items() if v is not None})
     for key in ("command", "config"):
         values.pop(key, None)
     return values
 
 
+def _check_required(command: str, values: dict, required: list[str]) -> None:
+    missing = [name for name in required if values.get(name) is None]
+    if missing:
+        raise FacegateError(f"{command} needs " + ", ".join(
+            f"--{name.replace('_', '-')}" for name in missing) + f" (or in [{command}])")
+    if command == "evaluate" and sum(bool(values.get(k)) for k in ("run", "tflite",
+                                                                   "model")) != 1:
+        raise FacegateError("evaluate needs exactly one of --run, --tflite or --model")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser, defaults, required = build_parser()
     args = parser.parse_args(argv)
     try:
         section = _config_section(argv, args.command)
-        values = _merge(args, section)
+        values = _merge(args, section, defaults[args.command])
+        _check_required(args.command, values, required[args.command])
         if args.command == "prepare":
             from training.prepare import prepare
 
             counts = prepare(Path(values["data"]), Path(values["out"]),
-                             workers=values.get("workers", 0),
-                             alignment=values.get("alignment", "similarity"),
+                             workers=values["workers"], alignment=values["alignment"],
                              models_dir=values.get("models_dir"),
                              max_people=values.get("max_people"),
-                             progress=not values.get("no_progress", False))
+                             progress=not values.get("no_progress"))
             print(json.dumps(counts, indent=2))
         elif args.command == "train":
             from training.train import TrainConfig, train

@@ -200,3 +200,14 @@ def test_an_unknown_setting_in_the_config_file_is_one_clear_error(tmp_path, caps
     config.write_text('[train]\nlearning_rat = 0.1\n')
     assert training_cli(["--config", str(config), "train"]) == 1
     assert capsys.readouterr().err.strip() == "error: unknown train setting(s): learning_rat"
+
+
+def test_required_settings_may_come_from_the_config_file(tmp_path, capsys):
+    assert training_cli(["prepare", "--data", str(TRAIN_MINI)]) == 1
+    assert capsys.readouterr().err.strip() == "error: prepare needs --out (or in [prepare])"
+    config = tmp_path / "prepare.toml"
+    people = TRAIN_MINI.parent / "people"
+    config.write_text(f'[prepare]\ndata = "{people}"\nout = "{tmp_path / "out"}"\n'
+                      'workers = 1\nno_progress = true\n')
+    assert training_cli(["--config", str(config), "prepare"]) == 0
+    assert json.loads(capsys.readouterr().out)["crops"] == 6
