@@ -224,17 +224,27 @@ class LearningRateLog(keras.callbacks.Callback):
 # --- devices --------------------------------------------------------------------------------
 
 def configure_devices(config: TrainConfig) -> str:
-    """Threads, mixed precision and data parallelism over GPUs; returns what was chosen."""
+    """Threads, mixed precision and data parallelism over GPUs; returns what was chosen.
+
+    Under JAX, threads and hidden GPUs are set by the environment before Python starts
+    (``XLA_FLAGS``, ``CUDA_VISIBLE_DEVICES``); TensorFlow and PyTorch take them here.
+    """
     backend = backend_name()
-    if config.threads and backend == "tensorflow":
+    if backend == "tensorflow":
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        if config.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        if config.gpus == 0:
+            tf.config.set_visible_devices([], "GPU")
+    elif backend == "torch" and config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    gpus = [d for d in keras.distribution.list_devices() if "gpu" in d.lower()
-            or "cuda" in d.lower()]
+    gpus = _gpus(backend)
     wanted = len(gpus) if config.gpus is None else min(config.gpus, len(gpus))
     if wanted > 1 and backend == "jax":
         keras.distribution.set_distribution(keras.distribution.DataParallel(gpus[:wanted]))
@@ -243,6 +253,15 @@ def configure_devices(config: TrainConfig) -> str:
                             "set --gpus 1 or KERAS_BACKEND")
     return f"{backend} backend, {wanted or 'no'} GPU(s)" + (
         ", mixed float16" if config.mixed_precision else "")
+
+
+def _gpus(backend: str) -> list[str]:
+    if backend == "torch":
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return [d for d in keras.distribution.list_devices() if "gpu" in d.lower()
+            or "cuda" in d.lower()]
 
 
 @contextmanager

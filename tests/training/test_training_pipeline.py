@@ -108,7 +108,7 @@ def test_evaluate_reads_an_lfw_format_pairs_file(coco_run, tmp_path):
 
 
 def test_export_writes_checked_int8_and_float16_models_the_door_loads(
-        coco_run, strangers_prepared, tmp_path):
+        coco_run, strangers_prepared, tmp_path, capsys):
     models = tmp_path / "models"
     results = export_command({"run": str(coco_run), "name": "smoke_mfn", "out": str(models),
                               "strangers": str(strangers_prepared), "calibration_images": 20})
@@ -130,6 +130,20 @@ def test_export_writes_checked_int8_and_float16_models_the_door_loads(
     faces = pipeline.process(frame, thorough=True)
     assert len(faces) == 1 and faces[0].embedding.shape == (128,)
     assert np.linalg.norm(faces[0].embedding) == pytest.approx(1.0, abs=1e-4)
+
+    # `facegate reembed` moves a gallery enrolled with the float16 file to the int8 one.
+    from device.cli import main as facegate
+
+    photo = str(TRAIN_MINI.parent / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg")
+    common = ["--db", str(tmp_path / "gallery.db"), "--models-dir", str(models),
+              "--data-dir", str(tmp_path / "data")]
+    assert facegate(["enroll", *common, "--model", "smoke_mfn_float16", "--name", "Ada",
+                     photo]) == 0
+    assert facegate(["reembed", *common, "--model", "smoke_mfn_int8"]) == 0
+    assert "re-embedded 1 templates with smoke_mfn_int8" in capsys.readouterr().out
+    assert facegate(["identify", *common, "--model", "smoke_mfn_int8", photo]) == 0
+    match = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["faces"][0]
+    assert match["person"] == "Ada" and match["score"] > 0.99
 
 
 def test_an_export_that_drifts_from_the_keras_model_fails_and_writes_nothing(
