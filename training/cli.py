@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tomllib
 from dataclasses import fields
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         section = _config_section(argv, args.command)
         values = _merge(args, section, defaults[args.command])
+        # Cards record how they were made, word for word.
+        values["command_line"] = "python -m training " + " ".join(shlex.quote(a) for a in argv)
         _check_required(args.command, values, required[args.command])
         if args.command == "prepare":
             from training.prepare import prepare
@@ -212,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             from training.train import TrainConfig, train
 
+            values.pop("command_line")
             print(json.dumps(train(TrainConfig.from_dict(values)), indent=2))
         elif args.command == "evaluate":
             from training.crop_evaluation import evaluate_command

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
@@ -231,7 +229,7 @@ def export_command(values: dict) -> dict:
                 **({"alpha": facts["alpha"], "alpha_from": facts["alpha_from"]}
                    if facts["loss"] == "coco" else {"margin": facts.get("margin")}),
                 **_training_summary(run)}
-    command = "python -m training export " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = values.get("command_line") or f"training.export.export_command({values!r})"
     results = {}
     for precision in precisions:
         name = f"{values['name']}_{precision}"

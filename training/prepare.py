@@ -150,8 +150,8 @@ def prepare(source: Path, out: Path, *, workers: int = 0, alignment: str = "simi
     out.mkdir(parents=True, exist_ok=True)
     sources = list(list_sources(source))
     if max_people is not None:
-        keep = sorted({person for person, _ in sources})[:max_people]
-        sources = [(p, s) for p, s in sources if p in set(keep)]
+        keep = set(sorted({person for person, _ in sources})[:max_people])
+        sources = [(p, s) for p, s in sources if p in keep]
     done = _done_sources(out)
     jobs = [(person, str(path)) for person, path in sources if str(path) not in done]
     workers = workers or max(1, (os.cpu_count() or 2))

@@ -47,36 +47,16 @@ def test_a_run_stopped_by_its_time_budget_continues_when_run_again(prepared, tmp
     assert len((out / "training.csv").read_text().splitlines()) == 3
 
 
-def test_the_triplet_baseline_trains_on_people_times_images_batches(prepared, tmp_path):
-    summary = run_training(data=str(prepared), out=str(tmp_path / "triplet"), loss="triplet",
-                           people_per_batch=4, **SMOKE)
-    assert summary["loss"] == "triplet" and np.isfinite(summary["final"]["loss"])
-
-
-def test_mixed_precision_keeps_the_loss_and_the_embedding_in_float32(prepared, tmp_path):
+def test_the_triplet_baseline_trains_in_mixed_precision(prepared, tmp_path):
     import keras
 
-    summary = run_training(data=str(prepared), out=str(tmp_path / "mixed"), loss="coco",
-                           mixed_precision=True, **{**SMOKE, "epochs": 1, "eval_every": 0})
-    assert np.isfinite(summary["final"]["loss"]) and "mixed float16" in summary["devices"]
-    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
-
-
-def test_fine_tuning_starts_from_a_previous_run(coco_run, prepared, tmp_path):
-    from training.backbones import BackboneSpec, build_backbone
-    from training.train import load_embedder_weights
-
-    start = build_backbone(BackboneSpec(width=SMOKE["width"]))
-    load_embedder_weights(start, coco_run)
-    out = tmp_path / "tuned"
-    run_training(data=str(prepared), out=str(out), loss="coco", init_from=str(coco_run),
-                 **{**SMOKE, "epochs": 1, "learning_rate": 1e-9})
-    tuned = build_backbone(BackboneSpec(width=SMOKE["width"]))
-    load_embedder_weights(tuned, out)
-    images = np.random.default_rng(0).uniform(0, 255, (2, 112, 112, 3)).astype("float32")
-    # The learning rate is ~0, so only BatchNorm's running statistics moved.
-    cosines = (start.predict(images, verbose=0) * tuned.predict(images, verbose=0)).sum(1)
-    assert cosines.min() > 0.9
+    summary = run_training(data=str(prepared), out=str(tmp_path / "triplet"), loss="triplet",
+                           people_per_batch=4, mixed_precision=True,
+                           **{**SMOKE, "epochs": 1, "eval_every": 0})
+    assert summary["loss"] == "triplet" and np.isfinite(summary["final"]["loss"])
+    assert "mixed float16" in summary["devices"]
+    # The loss and the embedding stay float32; the policy is restored afterwards.
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_evaluate_reports_verification_on_held_out_people(coco_run, tmp_path):
@@ -199,14 +179,27 @@ def test_every_training_command_has_help(command, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-def test_a_config_file_supplies_settings_and_the_command_line_wins(prepared, tmp_path):
+def test_a_config_file_fine_tunes_a_previous_run_and_the_command_line_wins(
+        coco_run, prepared, tmp_path):
+    from training.backbones import BackboneSpec, build_backbone
+    from training.train import load_embedder_weights
+
     config = tmp_path / "train.toml"
-    config.write_text(f'[train]\ndata = "{prepared}"\nout = "{tmp_path / "cfg-run"}"\n'
+    # Fine-tuning at a learning rate of ~0: only BatchNorm's running statistics move.
+    config.write_text(f'[train]\ndata = "{prepared}"\nout = "{tmp_path / "tuned"}"\n'
+                      f'init_from = "{coco_run}"\nlearning_rate = 1e-9\n'
                       'loss = "coco"\nwidth = 0.25\nepochs = 5\nbatch_size = 12\n'
                       'steps_per_epoch = 1\neval_every = 0\nworkers = 1\n')
     assert training_cli(["--config", str(config), "train", "--epochs", "1"]) == 0
-    summary = json.loads((tmp_path / "cfg-run" / "training.json").read_text())
+    summary = json.loads((tmp_path / "tuned" / "training.json").read_text())
     assert summary["epochs_planned"] == 1 and summary["backbone"]["width"] == 0.25
+
+    images = np.random.default_rng(0).uniform(0, 255, (2, 112, 112, 3)).astype("float32")
+    start, tuned = (build_backbone(BackboneSpec(width=SMOKE["width"])) for _ in range(2))
+    load_embedder_weights(start, coco_run)
+    load_embedder_weights(tuned, tmp_path / "tuned")
+    cosines = (start.predict(images, verbose=0) * tuned.predict(images, verbose=0)).sum(1)
+    assert cosines.min() > 0.9
 
 
 def test_an_unknown_setting_in_the_config_file_is_one_clear_error(tmp_path, capsys):
