@@ -101,6 +101,12 @@ def test_export_writes_checked_int8_and_float16_models_the_door_loads(
     assert -1.0 <= int8.card["threshold"]["score"] <= 1.0
     assert int8.card["threshold"]["fpir"] == 1e-3
 
+    # The exported file judged through the door's FaceEmbedder on the run's held-out people.
+    judged = evaluate_command({"tflite": str(models / "smoke_mfn_int8.tflite"),
+                               "data": json.loads((coco_run / "config.json").read_text())["data"],
+                               "split": str(coco_run / "split.json")})
+    assert judged["model"] == "smoke_mfn_int8" and judged["people"] == 4
+
     # The door: bundled detector and FaceMesh beside the new embedder, loaded by name.
     for name in ("face_detection_short_range", "face_landmark"):
         for suffix in (".tflite", ".json"):
