@@ -36,12 +36,9 @@ from training.evaluate import (
 
 def keras_embeddings(run: Path, crops: CropSet) -> np.ndarray:
     """Embed crops with a run's Keras network (any backend)."""
-    from training.backbones import BackboneSpec, build_backbone
-    from training.train import load_embedder_weights
+    from training.train import load_run_embedder
 
-    spec = BackboneSpec(**json.loads((run / "model.json").read_text())["backbone"])
-    embedder = build_backbone(spec)
-    load_embedder_weights(embedder, run)
+    embedder, _ = load_run_embedder(run)
     return np.asarray(embedder.predict(crops.images(), batch_size=100, verbose=0), np.float32)
 
 

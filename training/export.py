@@ -40,6 +40,7 @@ from training.evaluate import (
     verification,
     verification_scores,
 )
+from training.train import load_run_embedder
 
 # The open-set margin the door uses with this model, as for SFace: a probe must beat the
 # runner-up by this much (look-alikes and siblings score close to two people at once).
@@ -60,16 +61,6 @@ def _tensorflow():
     import tensorflow as tf
 
     return tf
-
-
-def load_run_embedder(run: Path):
-    from training.backbones import BackboneSpec, build_backbone
-    from training.train import load_embedder_weights
-
-    facts = json.loads((run / "model.json").read_text())
-    embedder = build_backbone(BackboneSpec(**facts["backbone"]))
-    load_embedder_weights(embedder, run)
-    return embedder, facts
 
 
 def convert(embedder, precision: str, representative: np.ndarray | None = None) -> bytes:

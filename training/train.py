@@ -141,6 +141,16 @@ def load_embedder_weights(embedder: keras.Model, source: str | Path) -> None:
         raise FacegateError(f"{path} does not fit this backbone: {error}") from None
 
 
+def load_run_embedder(run: str | Path) -> tuple[keras.Model, dict]:
+    """A run's embedding network, rebuilt from its ``model.json`` with its weights, and the
+    facts that file holds (backbone, input, alignment, loss)."""
+    run = Path(run)
+    facts = json.loads((run / "model.json").read_text())
+    embedder = build_backbone(BackboneSpec(**facts["backbone"]))
+    load_embedder_weights(embedder, run)
+    return embedder, facts
+
+
 # --- callbacks ------------------------------------------------------------------------------
 
 class FollowEpoch(keras.callbacks.Callback):
