@@ -285,9 +285,37 @@ def _create_api_tokens(db: Database) -> None:
     db.execute("CREATE INDEX api_tokens_user ON api_tokens (user_id)")
 
 
+def _template_sources_and_gallery_model(db: Database) -> None:
+    # Where each template came from (upload, capture, cli, api; NULL for templates enrolled
+    # before this migration), so an admin can tell a suspicious one and remove it alone.
+    db.execute("ALTER TABLE templates ADD COLUMN source TEXT")
+    # Which embedder the gallery's templates belong to: the door must run that one, and a
+    # re-embed switches it in the same transaction as the templates. Versioned like people,
+    # so replication can carry it later.
+    db.execute(
+        """
+        CREATE TABLE gallery_meta (
+            key TEXT PRIMARY KEY NOT NULL,
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1
+        )
+        """
+    )
+    # An existing gallery whose templates are all of one model adopts that model; a mixed
+    # one (possible before) adopts the model with the most templates, and the rest is
+    # reported by `facegate info` until `facegate reembed` moves it.
+    db.execute(
+        f"INSERT INTO gallery_meta (key, value, updated_at)"
+        f" SELECT 'model', model, {NOW_SQL} FROM templates"
+        f" GROUP BY model ORDER BY COUNT(*) DESC, model LIMIT 1"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "people, templates and the change log", _create_people_templates_changes),
     Migration(2, "the access log (events)", _create_events),
     Migration(3, "web users, audit log, site settings and set-up tokens", _create_web_tables),
     Migration(4, "API tokens", _create_api_tokens),
+    Migration(5, "template sources and the gallery's model", _template_sources_and_gallery_model),
 )

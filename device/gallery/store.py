@@ -35,6 +35,7 @@ from device.gallery.migrations import MIGRATIONS, Migration, migrate, write_tran
 EMBEDDING_DTYPE = np.dtype("<f4")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _JPEG_MAGIC = b"\xff\xd8\xff"
+TEMPLATE_SOURCES = ("upload", "capture", "cli", "api")
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Template:
     created_at: str
     updated_at: str
     version: int
+    source: str | None  # "upload", "capture", "cli" or "api"; None before migration 5
 
     @property
     def dim(self) -> int:
@@ -229,8 +231,15 @@ class Gallery:
         quality: dict[str, Any],
         crop_jpeg: bytes | None,
         source_sha256: str,
+        *,
+        source: str | None = None,
     ) -> Template:
         """Store one template for the person with id ``person_id``.
+
+        ``source`` says which front enrolled it (one of ``TEMPLATE_SOURCES``). The first
+        template of a gallery with no model yet makes ``model`` the gallery's model
+        (:attr:`model`); the store accepts other models too (a re-embed in steps), but the
+        enrolment service refuses them.
 
         ``embedding`` is a 1-D finite float vector, not all zeros; it is stored as float32
         (a float64 input is rounded) and every template of one ``model`` must have the same
@@ -242,6 +251,8 @@ class Gallery:
         vector = _as_embedding(embedding)
         model = _clean_model(model)
         source_sha256 = _as_sha256(source_sha256)
+        if source is not None and source not in TEMPLATE_SOURCES:
+            raise ValueError(f"a template's source is one of {', '.join(TEMPLATE_SOURCES)}")
         row = {
             "id": str(uuid.uuid4()),
             "person_id": person_id,
@@ -251,6 +262,7 @@ class Gallery:
             "quality": _quality_json(quality),
             "crop_jpeg": _as_jpeg(crop_jpeg),
             "source_sha256": source_sha256,
+            "source": source,
             "created_at": _utc_now(),
         }
         with write_transaction(self.db):
@@ -258,6 +270,8 @@ class Gallery:
                 raise PersonNotFound(f"no person with id {person_id!r} is in the gallery")
             self._refuse_duplicate(model, source_sha256)
             self._check_dim(model, vector.size)
+            if self.model is None:
+                self._set_model(model)
             self.db.execute(
                 f"INSERT INTO templates ({', '.join(row)}, updated_at, version)"
                 f" VALUES ({', '.join('?' * len(row))}, ?, 1)",
@@ -273,6 +287,62 @@ class Gallery:
         if not rows:
             raise LookupError(f"no template with id {template_id!r} is in the gallery")
         return _template(rows[0])
+
+    def list_templates(self, person_id: str, model: str | None = None) -> list[Template]:
+        """The person's templates (of ``model``, or of every model), oldest first."""
+        sql = f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE person_id = ?"
+        params = [person_id]
+        if model is not None:
+            sql += " AND model = ?"
+            params.append(model)
+        return [_template(row) for row in self.db.query(sql + " ORDER BY created_at, id", params)]
+
+    def remove_template(self, template_id: str) -> Template:
+        """Remove one template (and its crop); return it as it was. Raises ``LookupError``
+        when there is no such template. The person stays, with their other templates."""
+        with write_transaction(self.db):
+            template = self.get_template(template_id)
+            self.db.execute("DELETE FROM templates WHERE id = ?", [template_id])
+        return template
+
+    @property
+    def model(self) -> str | None:
+        """The embedder this gallery's templates are for (None for a gallery never enrolled)."""
+        row = self.db.execute("SELECT value FROM gallery_meta WHERE key = 'model'").fetchone()
+        return row[0] if row else None
+
+    def switch_model(self, model: str, embeddings: dict[str, np.ndarray],
+                     drop: Sequence[str] = ()) -> None:
+        """Make ``model`` the gallery's model in ONE transaction: every template id in
+        ``embeddings`` gets its new vector under ``model``, those in ``drop`` are removed, and
+        the gallery's model is set. A door reading the file sees the old set or the new one,
+        never a mix. Any other template left under another model raises ``ModelMismatch``
+        and nothing changes."""
+        model = _clean_model(model)
+        vectors = {template_id: _as_embedding(v) for template_id, v in embeddings.items()}
+        dims = {v.size for v in vectors.values()}
+        if len(dims) > 1:
+            raise ModelMismatch(f"the new embeddings have mixed lengths {sorted(dims)}")
+        now = _utc_now()
+        with write_transaction(self.db):
+            for template_id in drop:
+                self.db.execute("DELETE FROM templates WHERE id = ?", [template_id])
+            for template_id, vector in vectors.items():
+                self.db.execute(
+                    "UPDATE templates SET model = ?, embedding = ?, dim = ?, updated_at = ?,"
+                    " version = version + 1 WHERE id = ?",
+                    [model, _to_blob(vector), vector.size, now, template_id],
+                )
+            left = self.db.execute(
+                "SELECT COUNT(*) FROM templates WHERE model != ?", [model]).fetchone()[0]
+            if left:
+                raise ModelMismatch(f"{left} templates would be left under another model")
+            self._set_model(model)
+
+    def models(self) -> dict[str, int]:
+        """``{model: number of templates}`` for every model with templates here."""
+        return dict(self.db.execute(
+            "SELECT model, COUNT(*) FROM templates GROUP BY model ORDER BY model").fetchall())
 
     def has_source(self, model: str, source_sha256: str) -> Person | None:
         """Who already has a template of ``model`` made from this image, if anyone."""
@@ -354,10 +424,7 @@ class Gallery:
     def counts(self) -> dict[str, Any]:
         """``{"people": n, "templates": {model: n, ...}}``."""
         people = self.db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
-        templates = self.db.execute(
-            "SELECT model, COUNT(*) FROM templates GROUP BY model ORDER BY model"
-        ).fetchall()
-        return {"people": people, "templates": dict(templates)}
+        return {"people": people, "templates": self.models()}
 
     def change_seq(self) -> int:
         """The number of the latest change to people or templates, 0 for a new gallery.
@@ -374,6 +441,16 @@ class Gallery:
             self.db.query(f"SELECT {_PERSON_COLUMNS} FROM people WHERE id = ?", [person_id])
         )
         return _person(rows[0]) if rows else None
+
+    def _set_model(self, model: str) -> None:
+        """Inside a write transaction: record ``model`` as the gallery's model."""
+        self.db.execute(
+            "INSERT INTO gallery_meta (key, value, updated_at) VALUES ('model', ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+            " updated_at = excluded.updated_at, version = gallery_meta.version + 1"
+            " WHERE gallery_meta.value != excluded.value",
+            [model, _utc_now()],
+        )
 
     def _refuse_taken_name(self, name: str) -> None:
         if self.find_person(name) is not None:
