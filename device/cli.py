@@ -292,7 +292,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    from device.web import audit, auth
+    from device import audit
+    from device.web import auth
 
     database = _db_path(args)
     database.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +317,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from device.web import audit, tokens
+    from device import audit
+    from device.web import tokens
 
     database = _db_path(args)
     Gallery(database).close()
