@@ -38,7 +38,7 @@ from device.camera import ReplayCamera  # noqa: E402
 from device.daemon.loop import DoorLoop, LoopSettings  # noqa: E402
 from device.daemon.scenes import write_scene  # noqa: E402
 from device.door import Door, DoorSettings  # noqa: E402
-from device.enrolment import enrol_photo  # noqa: E402
+from device.enrolment import Actor, EnrolmentService  # noqa: E402
 from device.events import EventLog  # noqa: E402
 from device.gallery.store import Gallery  # noqa: E402
 from device.identification import Decision, Identifier  # noqa: E402
@@ -68,7 +68,8 @@ def build(folder: Path, scene: Path, pipeline: FacePipeline, fps: float, factory
     gallery = Gallery(folder / "facegate.db")
     if not gallery.list_people():
         frame, sha256 = read_image(PERSON / "Colin_Powell_0001.jpg")
-        enrol_photo(pipeline, gallery, "Colin Powell", frame, sha256)
+        EnrolmentService.with_card_defaults(pipeline, gallery).enrol(
+            "Colin Powell", frame, sha256, Actor(None, "cli"))
     events = EventLog(folder / "facegate.db", folder / "snapshots", door_id="bench",
                       stdout=io.StringIO())
     pin_created = time.monotonic()

@@ -11,17 +11,24 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from device import __version__
 from device.config import SNAPSHOTS_FOLDER, Config, load_config
-from device.errors import DuplicateTemplate, FacegateError, ImageUnreadable
+from device.errors import (
+    DuplicateTemplate,
+    FacegateError,
+    IdentityConflict,
+    ImageUnreadable,
+    SeveralFaces,
+)
 from device.events import KINDS as EVENT_KINDS
 from device.events import EventLog, format_event_line, parse_since
-from device.gallery.store import Gallery
-from device.identification import Decision, Identifier
+from device.gallery.store import Gallery, Template
+from device.identification import Decision, Identifier, embedder_name
 from device.vision.image_io import read_image
 from device.vision.models import DEFAULT_EMBEDDER, list_cards, load_card
 from device.vision.pipeline import Face, FacePipeline
@@ -67,10 +74,40 @@ def _warn(message: str) -> None:
     print(f"facegate: {message}", file=sys.stderr, flush=True)
 
 
-def _pipeline(args: argparse.Namespace) -> FacePipeline:
+def _pipeline(args: argparse.Namespace, gallery: Gallery | None = None) -> FacePipeline:
+    """The pipeline with the embedder the gallery's templates belong to (``--model`` or
+    ``recognition.model`` must agree with it; see ``embedder_name``)."""
     config = _config(args)
-    model = getattr(args, "model", None) or config.recognition.model or None
+    configured = getattr(args, "model", None) or config.recognition.model or None
+    model = embedder_name(gallery, configured) if gallery is not None else configured
     return FacePipeline.from_models_dir(config.recognition.models_dir, embedder=model)
+
+
+def _decision(args: argparse.Namespace, pipeline: FacePipeline) -> Decision:
+    """The door's decision: the card's curve, or a threshold set in the configuration or on
+    the settings page (a site setting beats the file, as at the door)."""
+    config = _door_config(args)
+    recognition = config.recognition
+    threshold = getattr(args, "threshold", None)
+    margin = getattr(args, "margin", None)
+    return Decision.from_card(pipeline.embedder_card.threshold,
+                              recognition.threshold if threshold is None else threshold,
+                              recognition.margin if margin is None else margin)
+
+
+def _door_config(args: argparse.Namespace) -> Config:
+    """The configuration with the settings page's values on top, as the door runs it."""
+    from device.site_settings import apply_site_settings, read_site_settings
+
+    config = _config(args)
+    database = _db_path(args)
+    if not database.exists():
+        return config
+    try:
+        return apply_site_settings(config, read_site_settings(database))
+    except FacegateError as exc:
+        _warn(f"settings from the admin page ignored: {exc}")
+        return config
 
 
 def _open_gallery(args: argparse.Namespace) -> Gallery:
@@ -124,53 +161,74 @@ def _images_by_person(args: argparse.Namespace) -> Iterator[tuple[str, Path]]:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from device.enrolment import enrol_photo
+    from device.audit import cli_user
+    from device.enrolment import Actor, EnrolmentPolicy, EnrolmentService
 
     if bool(args.name) == bool(args.from_folder):
         raise FacegateError("give either --name NAME IMAGE... or --from-folder DIR")
     if args.name and not args.images:
         raise FacegateError("no images given to enrol")
-    pipeline = _pipeline(args)
+    if args.face is not None and (args.from_folder or len(args.images) != 1):
+        raise FacegateError("--face picks a face of ONE photo: give a single image")
     counts = {"enrolled": 0, "already": 0, "refused": 0}
+    actor = Actor(cli_user(), "cli")
     with _open_gallery(args) as gallery:
+        pipeline = _pipeline(args, gallery)
+        policy = EnrolmentPolicy.from_card(pipeline.embedder_card.card,
+                                           _decision(args, pipeline))
+        service = EnrolmentService(pipeline, gallery, policy, store_crops=not args.no_crops
+                                   and _config(args).recognition.store_crops)
         for name, path in _images_by_person(args):
             outcome: dict = {"path": str(path), "person": name}
             try:
                 frame, sha256 = read_image(path)
-                enrolled = enrol_photo(pipeline, gallery, name, frame, sha256, label=str(path),
-                                       store_crop=not args.no_crops
-                                       and _config(args).recognition.store_crops)
+                enrolled = service.enrol(
+                    name, frame, sha256, actor, label=str(path), force=args.force,
+                    reason=args.reason,
+                    face_index=None if args.face is None else args.face - 1)
                 outcome.update(status="enrolled", person_id=enrolled.person.id,
                                template_id=enrolled.template.id,
                                quality=enrolled.face.quality.as_dict())
+                if enrolled.forced is not None:
+                    outcome["overridden"] = str(enrolled.forced)
                 counts["enrolled"] += 1
             except DuplicateTemplate as exc:
                 outcome.update(status="already enrolled", reason=str(exc))
                 counts["already"] += 1
             except FacegateError as exc:
-                outcome.update(status="refused", reason=str(exc))
+                outcome.update(status="refused", reason=str(exc),
+                               code=getattr(exc, "code", None))
+                if isinstance(exc, SeveralFaces) and getattr(exc, "faces", None):
+                    outcome["faces"] = exc.faces
                 counts["refused"] += 1
                 if not args.json:
-                    _warn(f"refused {exc}")
+                    _warn(f"refused {exc}{_hint(exc)}")
             if args.json:
                 _print_json(outcome)
             elif outcome["status"] == "enrolled":
-                print(f"enrolled {name} from {path}", flush=True)
+                forced = " (override audited)" if "overridden" in outcome else ""
+                print(f"enrolled {name} from {path}{forced}", flush=True)
     print(f"{counts['enrolled']} enrolled, {counts['already']} already enrolled, "
           f"{counts['refused']} refused", file=sys.stderr)
     # Exit 2 says "some photos were refused" to a script, distinct from a failure (1).
     return 2 if counts["refused"] else 0
 
 
+def _hint(error: FacegateError) -> str:
+    """What the admin can do about a refusal, after looking."""
+    if isinstance(error, IdentityConflict):
+        return " (if you are sure, enrol it with --force --reason TEXT; it is audited)"
+    if isinstance(error, SeveralFaces):
+        return " (pick one with --face N, faces numbered largest first)"
+    return ""
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
-    pipeline = _pipeline(args)
     failed: list[Path] = []
-    recognition = _config(args).recognition
-    threshold = args.threshold if args.threshold is not None else recognition.threshold
-    margin = args.margin if args.margin is not None else recognition.margin
     with _open_gallery(args) as gallery:
-        decision = Decision.from_card(pipeline.embedder_card.threshold, threshold, margin)
-        identifier = Identifier(pipeline, gallery, decision)
+        pipeline = _pipeline(args, gallery)
+        identifier = Identifier(pipeline, gallery, _decision(args, pipeline))
+        threshold = identifier.threshold
         for path, frame in _readable(args.images, failed):
             faces = []
             for result in identifier.identify(frame, thorough=True):
@@ -181,6 +239,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                     "active": result.active,
                     "score": round(result.score, 4),
                     "runner_up_score": round(result.runner_up_score, 4),
+                    "threshold": round(threshold, 4),
                     "decision": result.decision,
                 })
             _print_json({"path": str(path), "faces": faces})
@@ -282,6 +341,33 @@ def _aware_time(text: str) -> str:
                             "2026-01-31T18:00)") from None
 
 
+def cmd_templates(args: argparse.Namespace) -> int:
+    from device import audit, templates
+
+    with _open_gallery(args) as gallery:
+        if args.action == "list":
+            found = templates.templates_of(gallery, args.target)
+            for template in found:
+                if args.json:
+                    _print_json(templates.template_json(template))
+                else:
+                    print(_template_line(template))
+            if not found and not args.json:
+                print(f"no face templates are enrolled for {args.target}", file=sys.stderr)
+            return 0
+        removed = templates.remove_template(gallery, args.target, user=audit.cli_user())
+        person = gallery.get_person(removed.person_id)
+    print(f"removed template {removed.id} ({removed.model}) of {person.name}")
+    return 0
+
+
+def _template_line(template: Template) -> str:
+    created = datetime.fromisoformat(template.created_at).astimezone()
+    crop = "crop" if template.crop_jpeg is not None else "no crop"
+    return (f"{template.id}\t{template.model}\t{template.source or 'source unknown'}\t"
+            f"{created:%Y-%m-%d %H:%M}\t{crop}")
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     with _open_events(args) as events:
@@ -369,27 +455,43 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = _door_config(args)
     models_dir = config.recognition.models_dir
-    embedder = load_card(args.model or config.recognition.model or DEFAULT_EMBEDDER, models_dir)
-    info = {
-        "version": __version__,
-        "models_dir": str(models_dir),
-        "models": {card.name: {"task": card.task, "sha256_ok": card.verify_sha256()}
-                   for card in list_cards(models_dir)},
-        "embedder": embedder.name,
-        "threshold": embedder.threshold.get("score"),
-        "margin": embedder.threshold.get("margin"),
-        "threshold_in_use": config.recognition.threshold or embedder.threshold.get("score"),
-        "threshold_set_at": {k: v for k, v in embedder.threshold.items()
-                             if k not in ("score", "margin")},
-        "verification_threshold": embedder.card.get("verification_threshold", {}).get("score"),
-        "alignment": embedder.card.get("alignment", {}).get("method"),
-        "db": str(_db_path(args)),
-    }
-    if _db_path(args).exists():
-        with Gallery(_db_path(args)) as gallery:
-            info["gallery"] = gallery.counts()
+    database = _db_path(args)
+    gallery = Gallery(database) if database.exists() else None
+    try:
+        configured = args.model or config.recognition.model or None
+        embedder = load_card(embedder_name(gallery, configured) if gallery else
+                             configured or DEFAULT_EMBEDDER, models_dir)
+        decision = Decision.from_card(embedder.threshold, config.recognition.threshold,
+                                      config.recognition.margin)
+        people = gallery.counts()["people"] if gallery else 0
+        info = {
+            "version": __version__,
+            "models_dir": str(models_dir),
+            "models": {card.name: {"task": card.task, "sha256_ok": card.verify_sha256()}
+                       for card in list_cards(models_dir)},
+            "embedder": embedder.name,
+            # The threshold in force for this gallery's size, and what it was set for.
+            "threshold": round(decision.threshold_for(people), 4),
+            "threshold_source": ("configuration" if config.recognition.threshold is not None
+                                 else "model card, for the gallery's size"),
+            "target_fpir": decision.target_fpir,
+            "margin": decision.margin,
+            "threshold_by_gallery_size": embedder.threshold.get("by_gallery_size"),
+            "verification_threshold": embedder.card.get("verification_threshold", {}).get(
+                "score"),
+            "enrolment_threshold": (embedder.card.get("enrolment_threshold") or embedder.card
+                                    .get("verification_threshold", {})).get("score"),
+            "alignment": embedder.card.get("alignment", {}).get("method"),
+            "db": str(database),
+        }
+        if gallery is not None:
+            info["gallery"] = {**gallery.counts(), "model": gallery.model,
+                               "template_sets": gallery.models()}
+    finally:
+        if gallery is not None:
+            gallery.close()
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -401,22 +503,40 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_reembed(args: argparse.Namespace) -> int:
     import cv2
 
-    pipeline = _pipeline(args)
-    done = skipped = 0
+    from device.audit import cli_user, record_in
+
+    config = _config(args)
+    target = args.model or config.recognition.model or DEFAULT_EMBEDDER
+    pipeline = FacePipeline.from_models_dir(config.recognition.models_dir, embedder=target)
     with _open_gallery(args) as gallery:
+        before = gallery.model
+        embeddings: dict[str, np.ndarray] = {}
+        without_crop: list[str] = []
+        # Every new embedding is computed before anything is written: the gallery then
+        # switches in one transaction, and the door never sees half of each model.
         for template in gallery.templates_with_crops():
-            if template.model == pipeline.model_name:
-                continue
-            if template.crop_jpeg is None:
-                skipped += 1
+            if template.model == target:
                 continue
             crop = cv2.imdecode(np.frombuffer(template.crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
-            gallery.replace_embedding(template.id, pipeline.embed_crop(crop),
-                                      pipeline.model_name)
-            done += 1
-    print(f"re-embedded {done} templates with {pipeline.model_name}; "
-          f"{skipped} had no stored crop (enrol those people again)")
-    return 1 if skipped else 0
+            embeddings[template.id] = pipeline.embed_crop(crop)
+        without_crop = [row[0] for row in gallery.db.execute(
+            "SELECT id FROM templates WHERE model != ? AND crop_jpeg IS NULL", [target])]
+        if without_crop and not args.drop_without_crops:
+            raise FacegateError(
+                f"{len(without_crop)} templates have no stored crop and cannot be re-embedded "
+                f"with {target}: enrol those people again, or pass --drop-without-crops to "
+                "remove those templates in the same switch; nothing was changed")
+        gallery.switch_model(target, embeddings, drop=without_crop)
+        record_in(gallery, "reembed", {"from": before, "to": target,
+                                       "templates": len(embeddings),
+                                       "dropped": len(without_crop)}, cli_user())
+    print(f"re-embedded {len(embeddings)} templates with {target}; the gallery's model is now "
+          f"{target}" + (f" ({len(without_crop)} templates without a crop removed)"
+                         if without_crop else ""))
+    if config.recognition.model and config.recognition.model != target:
+        _warn(f"recognition.model in the configuration is still {config.recognition.model}: "
+              f"set it to {target} (or remove it) before the door starts again")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -477,13 +597,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-crops", action="store_true",
                      help="do not keep the aligned face crop (then `reembed` cannot recompute "
                           "this template after a model change)")
+    sub.add_argument("--face", type=int, metavar="N",
+                     help="with one photo of several faces: enrol face N (1 = the largest)")
+    sub.add_argument("--force", action="store_true",
+                     help="enrol even if the face looks like someone else (or not like the "
+                          "person's enrolled photos); needs --reason, and is audited")
+    sub.add_argument("--reason", metavar="TEXT",
+                     help="with --force: why this face is right for this person")
     sub.add_argument("--json", action="store_true", help="one JSON line per image")
     sub.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
 
     sub = command("identify", cmd_identify, "Identify the faces in images against the gallery.",
                   db=True)
     sub.add_argument("--threshold", type=float, default=None,
-                     help="minimum cosine to accept (default: the model card's open-set value)")
+                     help="minimum cosine to accept (default: the configuration's, else the "
+                          "model card's for the gallery's size)")
     sub.add_argument("--margin", type=float, default=None,
                      help="minimum lead over the next person (default: the model card's)")
     sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -514,6 +642,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--schedule", metavar="TEXT",
                      help='edit: weekly hours, e.g. "mon-fri 07:00-19:00; sat 08:00-12:00" '
                           "(door's local time; 'none' clears)")
+
+    sub = command("templates", cmd_templates,
+                  "List a person's face templates, or remove one enrolled by mistake (the "
+                  "person and their other templates stay).", db=True, model=False)
+    sub.add_argument("action", choices=["list", "remove"])
+    sub.add_argument("target", metavar="NAME_OR_ID",
+                     help="list: the person's name or id; remove: the template's id (see "
+                          "`facegate templates list NAME`)")
+    sub.add_argument("--json", action="store_true", help="list: one JSON object per line")
 
     sub = command("events", cmd_events, "Show the access log.", db=True, model=False)
     sub.add_argument("--since", metavar="WHEN",
@@ -552,8 +689,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("info", cmd_info, "Show models, thresholds and gallery counts.", db=True)
     sub.add_argument("--json", action="store_true")
 
-    command("reembed", cmd_reembed,
-            "Recompute every template with the active model from its stored crop.", db=True)
+    sub = command("reembed", cmd_reembed,
+                  "Move the gallery to another embedder (--model, default: the configured "
+                  "one): recompute every template from its stored crop, then switch in one "
+                  "transaction.", db=True)
+    sub.add_argument("--drop-without-crops", action="store_true",
+                     help="remove templates that have no stored crop instead of refusing")
 
     sub = command("demo", cmd_demo,
                   "Enrol the bundled demo people and identify the other photos.", model=False)

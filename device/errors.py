@@ -14,7 +14,16 @@ class NoFaceFound(FacegateError):
 
 
 class SeveralFaces(FacegateError):
-    """More than one face was found where exactly one is needed (enrolment)."""
+    """More than one face of similar prominence was found where one is needed (enrolment).
+
+    ``faces`` lists the candidates for a front end to show, each a dict with at least
+    ``index`` (into the pipeline's faces, largest first) and ``box`` ([x1, y1, x2, y2] in
+    frame pixels), so the admin can pick one; None when not known.
+    """
+
+    def __init__(self, message: str, faces: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.faces = faces
 
 
 class PoorQuality(FacegateError):
@@ -35,6 +44,10 @@ class PersonNotFound(FacegateError):
 
 class DuplicateTemplate(FacegateError):
     """This image (the same bytes, under the same model) is already enrolled."""
+
+
+class TemplateNotFound(FacegateError):
+    """No face template with that id is in the gallery (or it has no stored crop)."""
 
 
 class CameraError(FacegateError):
@@ -91,3 +104,39 @@ class RequestInvalid(FacegateError):
     def __init__(self, field: str | None, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class IdentityConflict(FacegateError):
+    """An enrolment photo whose face says it is someone else than the name it is filed under.
+
+    An admin may override it after looking (``--force`` with a reason on the CLI, a confirm
+    step on the page and in the API); the override is audited. ``similarity`` is the cosine
+    that decided, ``other`` the other person's name where there is one.
+    """
+
+    code = "identity_conflict"
+
+    def __init__(self, message: str, *, similarity: float, other: str | None = None,
+                 other_id: str | None = None) -> None:
+        super().__init__(message)
+        self.similarity = similarity
+        self.other = other
+        self.other_id = other_id
+
+
+class NotSamePerson(IdentityConflict):
+    """A new photo for an enrolled person does not look like their enrolled photos."""
+
+    code = "not_same_person"
+
+
+class AlreadyEnrolledAs(IdentityConflict):
+    """The face in the photo already matches another enrolled person."""
+
+    code = "already_enrolled_as"
+
+
+class FaceChanged(IdentityConflict):
+    """During a capture, the face in front of the camera stopped being the same person."""
+
+    code = "face_changed"

@@ -32,7 +32,7 @@ from device.daemon.run import run_daemon
 from device.daemon.scenes import write_scene
 from device.door import Door, DoorSettings
 from device.door.pins import default_pin_factory
-from device.enrolment import enrol_photo
+from device.enrolment import Actor, EnrolmentService
 from device.errors import CameraError
 from device.events import EventLog
 from device.gallery.store import Gallery
@@ -76,7 +76,8 @@ class Rig:
 
     def enrol(self, name: str, photo: Path) -> str:
         frame, sha256 = read_image(photo)
-        return enrol_photo(self.pipeline, self.gallery, name, frame, sha256).person.id
+        return EnrolmentService.with_card_defaults(self.pipeline, self.gallery).enrol(
+            name, frame, sha256, Actor(None, "cli")).person.id
 
     def run(self) -> None:
         self.loop.run(threading.Event())
@@ -188,7 +189,8 @@ def test_people_enrolled_while_running_are_recognised_without_a_restart(rig_for,
     assert rig.energised_periods() == []
     with Gallery(rig.db_path) as other:  # as the CLI or the web page would, meanwhile
         frame, sha256 = read_image(colin[0])
-        enrol_photo(rig.pipeline, other, "Colin Powell", frame, sha256)
+        EnrolmentService.with_card_defaults(rig.pipeline, other).enrol(
+            "Colin Powell", frame, sha256, Actor(None, "cli"))
     for _ in range(5):
         rig.loop.step()
     time.sleep(UNLOCK + 0.2)
@@ -297,7 +299,8 @@ def test_sigterm_during_an_unlock_leaves_the_relay_locked(tmp_path, people, monk
     with Gallery(config.paths.database) as gallery:
         from device.vision.pipeline import FacePipeline
         frame, sha256 = read_image(people["Colin_Powell"][0])
-        enrol_photo(FacePipeline.from_models_dir(), gallery, "Colin Powell", frame, sha256)
+        EnrolmentService.with_card_defaults(FacePipeline.from_models_dir(), gallery).enrol(
+            "Colin Powell", frame, sha256, Actor(None, "cli"))
     pin = default_pin_factory().pin(RELAY)
     killed_at: list[float] = []
 

@@ -379,7 +379,7 @@ def test_photos_are_enrolled_with_their_quality(site):
 
 @pytest.mark.parametrize(("path", "code", "words"), [
     (DATA / "page.png", "no_face", "no face"),
-    (DATA / "couple.jpg", "several_faces", "faces found"),
+    (DATA / "couple.jpg", "several_faces", "faces"),
     (None, "unreadable", "not an image"),
 ])
 def test_a_refused_photo_says_why_and_saves_nothing(site, path, code, words):
@@ -411,17 +411,41 @@ def test_a_face_of_someone_else_needs_confirming_and_then_is_saved(site):
     assert enrol(site, colin, COLIN[0]).status_code == 201
     other = add_person(site, "Not Colin")
     held = enrol(site, other, SERENA[0], COLIN[1])
-    assert_error(held, 409, "Colin Powell", "confirm_duplicate")
+    assert_error(held, 409, "already enrolled as Colin Powell", "force=1")
     statuses = [p["status"] for p in held.json["photos"]]
     assert statuses == ["not_saved", "needs_confirmation"]
+    assert held.json["photos"][1]["code"] == "already_enrolled_as"
     assert held.json["photos"][1]["matches"]["person_id"] == colin
     assert site.count("templates") == 1  # nothing of the upload was saved
 
-    confirmed = enrol(site, other, SERENA[0], COLIN[1], query="?confirm_duplicate=1")
+    no_reason = enrol(site, other, SERENA[0], COLIN[1], query="?force=1")
+    assert_error(no_reason, 400, "reason", field="reason")
+    confirmed = enrol(site, other, SERENA[0], COLIN[1], query="?force=1&reason=twins")
     assert confirmed.status_code == 201
     assert [p["status"] for p in confirmed.json["photos"]] == ["enrolled", "enrolled"]
     assert site.count("templates") == 3
-    assert "enrol_duplicate_confirmed" in site.audit_actions()
+    assert "enrol_forced" in site.audit_actions()
+
+
+def test_a_photo_of_someone_else_is_refused_under_an_enrolled_name(site):
+    colin = add_person(site, "Colin Powell")
+    assert enrol(site, colin, COLIN[0]).status_code == 201
+    held = enrol(site, colin, SERENA[0])
+    assert_error(held, 409, "does not look like Colin Powell's enrolled photos")
+    assert held.json["photos"][0]["code"] == "not_same_person"
+    assert site.count("templates") == 1
+    assert "enrol_refused" in site.audit_actions()
+
+
+def test_face_n_picks_one_face_of_a_photo_with_several(site):
+    person_id = add_person(site, "Partner")
+    refused = enrol(site, person_id, DATA / "couple.jpg")
+    assert_error(refused, 422, "faces")
+    faces = refused.json["photos"][0]["faces"]
+    assert len(faces) == 2 and all(len(face["box"]) == 4 for face in faces)
+    picked = enrol(site, person_id, DATA / "couple.jpg", query=f"?face={faces[1]['index']}")
+    assert picked.status_code == 201
+    assert site.count("templates") == 1
 
 
 def test_bad_uploads_are_refused_as_json(site):

@@ -20,6 +20,7 @@ from tests.web_support import (
     PAGE,
     PASSWORD,
     SERENA,
+    PhotoLiveView,
     add_person,
     audit_actions,
     csrf_from,
@@ -158,20 +159,32 @@ def test_a_face_of_someone_else_is_held_back_until_confirmed(app, admin):
     response = upload(admin, other, [photo(COLIN[1])])
     page = response.get_data(as_text=True)
     assert results(response)[0][0] == "pending"
-    warning = re.search(r'<div id="duplicate-warning".*?</div>', page, re.S)[0]
-    assert "Colin Powell" in warning and 'id="confirm-duplicate"' in warning
+    warning = re.search(r'<div class="flash warning identity-warning".*?</div>', page, re.S)[0]
+    assert "already enrolled as Colin Powell" in warning and 'class="confirm-identity"' in warning
     assert template_count(app, other) == 0
     token = re.search(r'name="token" value="([0-9a-f]{32})"', warning)[1]
-    confirmed = post(admin, f"/people/{other}/photos/confirm", {"token": token},
+    no_reason = post(admin, f"/people/{other}/photos/confirm", {"token": token},
                      page=f"/people/{other}")
+    assert no_reason.status_code == 400 and template_count(app, other) == 0
+    confirmed = post(admin, f"/people/{other}/photos/confirm",
+                     {"token": token, "reason": "his brother, checked"}, page=f"/people/{other}")
     assert [status for status, _ in results(confirmed)] == ["accepted"]
     assert template_count(app, other) == 1
-    assert "enrol_duplicate_confirmed" in audit_actions(app.config["DATABASE"])
+    assert "enrol_forced" in audit_actions(app.config["DATABASE"])
     # The token is spent: a second confirmation saves nothing more.
-    again = post(admin, f"/people/{other}/photos/confirm", {"token": token},
-                 page=f"/people/{other}")
-    assert results(again)[0][0] == "refused"
+    again = post(admin, f"/people/{other}/photos/confirm",
+                 {"token": token, "reason": "again"}, page=f"/people/{other}")
+    assert again.status_code == 400
     assert template_count(app, other) == 1
+
+
+def test_a_photo_of_someone_else_uploaded_under_an_enrolled_name_is_held_back(app, admin):
+    colin = add_person(admin, "Colin Powell")
+    upload(admin, colin, [photo(COLIN[0])])
+    response = upload(admin, colin, [photo(SERENA[0])])
+    assert results(response)[0][0] == "pending"
+    assert "does not look like Colin Powell" in response.get_data(as_text=True)
+    assert template_count(app, colin) == 1
 
 
 def test_a_made_up_or_foreign_confirmation_token_saves_nothing(app, admin):
@@ -182,9 +195,9 @@ def test_a_made_up_or_foreign_confirmation_token_saves_nothing(app, admin):
     token = re.search(r'name="token" value="([0-9a-f]{32})"', page)[1]
     third = add_person(admin, "Someone Else")
     for person_id, sent in ((other, "../../facegate.db"), (third, token)):
-        response = post(admin, f"/people/{person_id}/photos/confirm", {"token": sent},
-                        page=f"/people/{person_id}")
-        assert results(response)[0][0] == "refused"
+        response = post(admin, f"/people/{person_id}/photos/confirm",
+                        {"token": sent, "reason": "sure"}, page=f"/people/{person_id}")
+        assert response.status_code == 400
     assert template_count(app, other) == template_count(app, third) == 0
 
 
@@ -201,6 +214,46 @@ def test_capture_takes_good_frames_from_the_door_camera(app, admin, services):
     assert [status for status, _ in results(response)] == ["accepted", "accepted"]
     assert template_count(app, person_id) == 2
     assert services.live.frames_taken >= 2
+
+
+def test_capture_stops_when_someone_else_steps_in_front_of_the_camera(app, admin, services):
+    services.live = PhotoLiveView([COLIN[0], SERENA[0], COLIN[1]])
+    person_id = add_person(admin, "Colin Powell")
+    response = post(admin, f"/people/{person_id}/capture", {"frames": "3"},
+                    page=f"/people/{person_id}/capture")
+    outcomes = results(response)
+    assert [status for status, _ in outcomes] == ["accepted", "refused"]
+    assert "not the same face as the frames before it" in outcomes[1][1]
+    assert "Capture stopped" in response.get_data(as_text=True)
+    assert template_count(app, person_id) == 1
+
+
+def test_capture_of_someone_else_for_an_enrolled_person_is_held_back(app, admin, services):
+    person_id = add_person(admin, "Colin Powell")
+    upload(admin, person_id, [photo(COLIN[0])])
+    services.live = PhotoLiveView([SERENA[0], SERENA[1]])
+    response = post(admin, f"/people/{person_id}/capture", {"frames": "2"},
+                    page=f"/people/{person_id}/capture")
+    assert [status for status, _ in results(response)] == ["pending"]
+    assert "does not look like Colin Powell" in response.get_data(as_text=True)
+    assert template_count(app, person_id) == 1
+
+
+def test_a_photo_with_two_similar_faces_shows_them_and_enrols_the_one_picked(app, admin):
+    person_id = add_person(admin, "Partner")
+    response = upload(admin, person_id, [photo(COUPLE)])
+    page = response.get_data(as_text=True)
+    assert results(response)[0][0] == "pending"
+    picker = re.search(r'<div class="flash warning face-picker".*?</ul>', page, re.S)[0]
+    thumbnails = re.findall(r'src="(/people/[^"]+/face/\d\.jpg)"', picker)
+    assert len(thumbnails) == 2
+    face = admin.get(thumbnails[1])
+    assert face.status_code == 200 and face.mimetype == "image/jpeg"
+    token = re.search(r'name="token" value="([0-9a-f]{32})"', picker)[1]
+    picked = post(admin, f"/people/{person_id}/photos/confirm", {"token": token, "face": "1"},
+                  page=f"/people/{person_id}")
+    assert [status for status, _ in results(picked)] == ["accepted"]
+    assert template_count(app, person_id) == 1
 
 
 def test_capture_without_a_camera_says_so(make_app, services):

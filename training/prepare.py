@@ -26,7 +26,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.enrolment import BACKGROUND_FACE_AREA_SHARE
 from device.errors import FacegateError
 from device.vision.image_io import read_image
 from device.vision.models import default_models_dir
@@ -36,6 +35,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp"}
 MANIFEST_FIELDS = ("crop", "person", "source", "interocular_px")
 REJECTED_FIELDS = ("source", "person", "reason")
 CROP_JPEG_QUALITY = 95
+# A face under this share of the subject's area is a passer-by, never a rival.
+RIVAL_AREA_SHARE = 0.25
 # A rival face whose centre is within this share of the image diagonal of the subject's
 # distance from the centre makes the photo ambiguous.
 AMBIGUOUS_OFFSET_SHARE = 0.1
@@ -108,7 +109,7 @@ def choose_subject(faces: list[LocatedFace], frame_shape: tuple[int, ...]
     by_offset = sorted(faces, key=offset)
     subject = by_offset[0]
     rivals = [f for f in by_offset[1:]
-              if f.area >= BACKGROUND_FACE_AREA_SHARE * subject.area
+              if f.area >= RIVAL_AREA_SHARE * subject.area
               and offset(f) < offset(subject) + AMBIGUOUS_OFFSET_SHARE * diagonal]
     return subject, len(rivals)
 

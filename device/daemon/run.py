@@ -26,7 +26,7 @@ from device.door import Door, DoorSettings
 from device.errors import FacegateError
 from device.events import EventLog, Retention
 from device.gallery.store import Gallery
-from device.identification import Decision, Identifier
+from device.identification import Decision, Identifier, embedder_name
 from device.site_settings import apply_site_settings, read_site_settings, site_settings_seq
 from device.vision.pipeline import FacePipeline
 
@@ -91,7 +91,7 @@ class SiteSettingsWatch:
             key: value for key, value in read_site_settings(config.paths.database).items()})
 
     def apply(self, config: Config) -> None:
-        self.loop.apply(loop_settings(config), decision_for(config, self.pipeline))
+        self.loop.apply(loop_settings(config), decision_for(config, self.loop.identifier.pipeline))
         self.door.lock.unlock_seconds = config.door.unlock_seconds
         if self.door.contact is not None:
             self.door.contact.held_open_seconds = config.door.held_open_seconds
@@ -164,9 +164,21 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        pipeline = FacePipeline.from_models_dir(config.recognition.models_dir,
-                                                embedder=config.recognition.model or None)
+        with Gallery(config.paths.database) as gallery:
+            # A gallery enrolled with another model than the configured one stops here, with
+            # what to do: the door would otherwise match every face against nothing.
+            model = embedder_name(gallery, config.recognition.model or None)
+        pipeline = FacePipeline.from_models_dir(config.recognition.models_dir, embedder=model)
         decision = decision_for(config, pipeline)
+
+        def load_model(name: str) -> tuple[FacePipeline, Decision]:
+            # The gallery moved to another model while running (facegate reembed); a model
+            # pinned in the configuration is not silently replaced.
+            if config.recognition.model and config.recognition.model != name:
+                raise FacegateError(f"recognition.model pins {config.recognition.model}")
+            loaded = FacePipeline.from_models_dir(config.recognition.models_dir, embedder=name)
+            return loaded, decision_for(effective_config(file_config), loaded)
+
         demo = demo_folder(config) if spec == "auto" else DEMO_PHOTOS
         camera = ResilientCamera(lambda: open_camera(spec, demo_folder=demo,
                                                      fps=config.camera.fps, size=size,
@@ -174,7 +186,8 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
         live = LiveFrames()
         with Gallery(config.paths.database) as gallery, open_event_log(config) as events, \
                 camera:
-            loop = DoorLoop(camera=camera, identifier=Identifier(pipeline, gallery, decision),
+            identifier = Identifier(pipeline, gallery, decision, load_model=load_model)
+            loop = DoorLoop(camera=camera, identifier=identifier,
                             door=door, events=events, settings=loop_settings(config),
                             door_events=door_events, notifier=notifier, live=live)
             loop.on_each_frame = SiteSettingsWatch(file_config, loop, door, events,
@@ -186,10 +199,10 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
                     log.error("admin page not started on %s: %s", config.web.listen,
                               exc.strerror or exc)
             people = gallery.counts()["people"]
-            log.info("facegate running: door %s, camera %s, model %s (threshold %.3f, "
-                     "margin %.3f), %d people enrolled, data in %s", config.door.id,
-                     camera.name, pipeline.model_name, decision.threshold, decision.margin,
-                     people, config.paths.data_dir)
+            log.info("facegate running: door %s, camera %s, model %s (threshold %.3f for %d "
+                     "people, margin %.3f), data in %s", config.door.id, camera.name,
+                     pipeline.model_name, identifier.threshold, people, decision.margin,
+                     config.paths.data_dir)
             if "demo-replay" in camera.name:
                 log.info(
                     "no camera found: replaying the demo (photos of two people and two "

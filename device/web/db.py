@@ -5,12 +5,19 @@ first use, closed when the request ends, like flaskr's ``get_db``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_request_context, request
 
+from device.config import Config, Places, load_config
+from device.errors import FacegateError
 from device.events import EventLog
 from device.gallery.store import Gallery
+from device.identification import Decision, embedder_name
 from device.web.services import Services
+
+if TYPE_CHECKING:
+    from device.enrolment import Actor, EnrolmentService
 
 
 def services() -> Services:
@@ -46,3 +53,39 @@ def close(_error: BaseException | None = None) -> None:
 
 def init_app(app: Flask) -> None:
     app.teardown_appcontext(close)
+
+
+def enrolment(source: str) -> tuple[EnrolmentService, Actor]:
+    """This request's enrolment service (the one every front uses) and the signed-in admin
+    enrolling from ``source`` ("upload", "capture" or "api") as its actor. Raises
+    ``ModelMismatch`` when the configuration pins another model than the gallery's."""
+    from device.enrolment import Actor, EnrolmentPolicy, EnrolmentService
+    from device.web.roles import current_user
+
+    svc = services()
+    config = svc.config
+    configured = config.recognition.model if config is not None else None
+    with svc.pipeline_lock:
+        pipeline = svc.pipeline(embedder_name(gallery(), configured or None))
+    effective = door_config()
+    decision = Decision.from_card(pipeline.embedder_card.threshold,
+                                  effective.recognition.threshold, effective.recognition.margin)
+    service = EnrolmentService(
+        pipeline, gallery(), EnrolmentPolicy.from_card(pipeline.embedder_card.card, decision),
+        pipeline_lock=svc.pipeline_lock, store_crops=effective.recognition.store_crops)
+    account = current_user()
+    return service, Actor(account.name if account else None, source,
+                          request.remote_addr if has_request_context() else None)
+
+
+def door_config() -> Config:
+    """The daemon's configuration with the settings page's values on top, as the door runs."""
+    from device.site_settings import apply_site_settings, read_site_settings
+
+    base = services().config or load_config(None, environ={}, places=Places(
+        system_config=Path("/nonexistent/facegate.toml"), system_data_dir=Path("/nonexistent"),
+        project_dir=None))
+    try:
+        return apply_site_settings(base, read_site_settings(database_path()))
+    except FacegateError:
+        return base

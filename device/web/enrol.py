@@ -1,10 +1,11 @@
 """Enrolment on the page: upload photos, or capture frames from the door camera.
 
-Every photo goes through the same steps as ``facegate enroll`` (``device.enrolment``): it
-must decode, be small enough, not be enrolled already (the same bytes), and show one face
-that passes the quality gate. One more step here: a face that already matches *another*
-person at the door's threshold is held back (:mod:`device.web.pending`) until the admin
-confirms it, since it is a duplicate person or a mix-up.
+Every photo goes through the enrolment service (:mod:`device.enrolment`), the same one the
+CLI and the API use, so the page refuses what they refuse. Two refusals are not final here:
+a photo whose face looks like someone else (an ``IdentityConflict``) is held back
+(:mod:`device.web.pending`) until the admin enrols it anyway with a reason (audited), and a
+photo with several faces of similar prominence is held back with the faces shown, for the
+admin to pick one.
 
 Concurrency: the shared pipeline is used under ``services.pipeline_lock`` (TFLite is not
 thread-safe); every request writes through its own Gallery, whose writes are single
@@ -17,51 +18,52 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template, request
 
-from device.enrolment import CROP_JPEG_QUALITY, the_one_face
+from device.enrolment import Actor, Capture, EnrolmentService
 from device.errors import (
     DuplicateTemplate,
+    FaceChanged,
     FacegateError,
+    IdentityConflict,
     ImageUnreadable,
-    NoFaceFound,
-    PersonNotFound,
-    PoorQuality,
     SeveralFaces,
 )
-from device.gallery.store import Gallery, Person
-from device.site_settings import read_site_settings
+from device.gallery.store import Person
 from device.vision.image_io import decode_image
-from device.vision.quality import QualityGate
-from device.web.audit import audit
-from device.web.db import database_path, gallery, services
+from device.web.db import enrolment, services
 from device.web.pending import PendingPhotos
 from device.web.people import find, render_person
 from device.web.roles import admin_required, current_user
 
 bp = Blueprint("enrol", __name__)
 
-REFUSALS = (ImageUnreadable, NoFaceFound, SeveralFaces, PoorQuality, DuplicateTemplate,
-            PersonNotFound)
 MAX_CAPTURE_FRAMES = 10
+THUMBNAIL_PX = 96
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What became of one photo: ``accepted`` (``template_id``), ``refused`` (``reason``) or
-    ``pending`` (held back under ``token``: it matches ``other``, with cosine ``score``)."""
+    ``pending``: held back under ``token``, either because the face looks like someone else
+    (``kind`` "identity": ``other``, ``score``) or because it has several faces (``kind``
+    "faces": ``faces``, the boxes the admin picks from)."""
 
     label: str
     status: str
     reason: str = ""
     template_id: str | None = None
     token: str | None = None
+    kind: str | None = None
     other: str | None = None
     score: float | None = None
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    forced: bool = False
 
 
 @bp.route("/people/<person_id>/photos", methods=["POST"])
@@ -76,41 +78,61 @@ def upload(person_id: str) -> tuple[str, int]:
     if len(files) > limit:
         return render_person(person, errors={"photos": f"At most {limit} photos at once."},
                              status=400)
-    outcomes = [enrol_bytes(file.read(), _label(number, file.filename), person)
+    service, actor = enrolment("upload")
+    outcomes = [enrol_bytes(service, actor, file.read(), _label(number, file.filename), person)
                 for number, file in enumerate(files, 1)]
-    _audit_outcomes(person, outcomes, source="upload")
     return render_person(person, results=outcomes, status=200)
 
 
 @bp.route("/people/<person_id>/photos/confirm", methods=["POST"])
 @admin_required
 def confirm(person_id: str) -> tuple[str, int]:
-    """Save held-back photos anyway (the admin checked the other person's match)."""
+    """Enrol a held-back photo: the face the admin picked, or a face that looks like someone
+    else, anyway, with the admin's reason (audited as ``enrol_forced``)."""
     person = find(person_id)
-    tokens = request.form.getlist("token")
-    if not tokens:
-        return render_person(person, errors={"photos": "No held-back photo was named."},
+    token = request.form.get("token", "")
+    reason = request.form.get("reason", "").strip()
+    face = request.form.get("face", type=int)
+    held = _pending().peek(token)
+    if held is None:
+        return render_person(person, errors={"photos": "That held-back photo has expired or "
+                                             "was already handled; upload it again."},
                              status=400)
-    outcomes = []
-    user = current_user()
-    for token in tokens:
-        held = _pending().take(token)
-        if held is None:
-            outcomes.append(Outcome("held-back photo", "refused",
-                                    "it has expired or was already handled; upload it again"))
-            continue
-        data, meta = held
-        if meta.get("person_id") != person.id or meta.get("user") != user.name:
-            outcomes.append(Outcome(meta.get("label", "photo"), "refused",
-                                    "it was held back for another enrolment"))
-            continue
-        outcome = enrol_bytes(data, meta["label"], person, confirmed=True)
-        outcomes.append(outcome)
-        if outcome.status == "accepted":
-            audit("enrol_duplicate_confirmed", {"person_id": person.id, "name": person.name,
-                                                "also_matches": meta.get("other"),
-                                                "template_id": outcome.template_id})
-    return render_person(person, results=outcomes, status=200)
+    data, meta = held
+    if meta.get("person_id") != person.id or meta.get("user") != current_user().name:
+        return render_person(person, errors={"photos": "That photo was held back for another "
+                                             "enrolment."}, status=400)
+    force = meta.get("kind") == "identity"
+    if force and not reason:
+        return render_person(person, errors={"photos": "Say why this face is right for "
+                                             f"{person.name}: the reason is kept in the "
+                                             "audit log."}, status=400)
+    if _pending().take(token) is None:  # claimed by a second click meanwhile
+        return render_person(person, errors={"photos": "That held-back photo was already "
+                                             "handled."}, status=400)
+    service, actor = enrolment(meta.get("source", "upload"))
+    outcome = enrol_bytes(service, actor, data, meta["label"], person, force=force,
+                          reason=reason or None,
+                          face_index=face if face is not None else meta.get("face"))
+    return render_person(person, results=[outcome], status=200)
+
+
+@bp.route("/people/<person_id>/held/<token>/face/<int:number>.jpg")
+@admin_required
+def held_face(person_id: str, token: str, number: int) -> Response:
+    """A thumbnail of face ``number`` of a held-back photo, for the face picker."""
+    held = _pending().peek(token)
+    if held is None or held[1].get("person_id") != person_id:
+        abort(404)
+    data, meta = held
+    faces = meta.get("faces") or []
+    if not 0 <= number < len(faces):
+        abort(404)
+    frame = decode_image(data, "held-back photo")
+    jpeg = _thumbnail(frame, faces[number]["box"])
+    if jpeg is None:
+        abort(404)
+    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @bp.route("/people/<person_id>/capture", methods=["GET", "POST"])
@@ -129,22 +151,32 @@ def capture(person_id: str) -> str | tuple[str, int]:
     wanted = request.form.get("frames", config["CAPTURE_FRAMES"], type=int)
     wanted = min(max(wanted or config["CAPTURE_FRAMES"], 1), MAX_CAPTURE_FRAMES)
     outcomes = capture_frames(person, wanted)
-    taken = sum(outcome.status != "refused" for outcome in outcomes)
+    taken = sum(outcome.status == "accepted" for outcome in outcomes)
     error = None
-    if taken < wanted:
+    stopped = next((o for o in outcomes if o.status != "refused" and o.status != "accepted"
+                    or o.kind == "changed"), None)
+    if stopped is not None and stopped.kind == "changed":
+        error = (f"Capture stopped after {taken} frame(s): {stopped.reason}. Only "
+                 f"{person.name} in front of the camera, and try again.")
+    elif stopped is not None:
+        error = f"Capture stopped: {stopped.reason}. Check the held-back frame below."
+    elif taken < wanted:
         error = (f"Only {taken} of {wanted} good frames in "
                  f"{config['CAPTURE_TIMEOUT_SECONDS']:.0f} s: stand in front of the camera, "
                  "face it, and try again.")
-    _audit_outcomes(person, outcomes, source="camera")
     return render_template("capture.html", person=person, has_live=True, frames=wanted,
                            results=outcomes, error=error)
 
 
 def capture_frames(person: Person, wanted: int) -> list[Outcome]:
-    """Take frames from the live view until ``wanted`` are accepted or held back, or the
-    time-out passes; every frame tried is in the list (refused ones with their reason)."""
+    """Take frames from the live view until ``wanted`` are enrolled, the time-out passes, or
+    the face stops being the same person; every frame tried is in the list (refused ones
+    with their reason). Each frame is checked like a photo and against the frames before it
+    (the service's ``Capture``)."""
     config = current_app.config
     live = services().live
+    service, actor = enrolment("capture")
+    session = service.capture(person, actor)
     interval = float(config["CAPTURE_INTERVAL_SECONDS"])
     deadline = time.monotonic() + float(config["CAPTURE_TIMEOUT_SECONDS"])
     outcomes: list[Outcome] = []
@@ -157,72 +189,66 @@ def capture_frames(person: Person, wanted: int) -> list[Outcome]:
             time.sleep(max(interval, 0.05))
             continue
         seen.add(digest)
-        outcomes.append(enrol_bytes(data, f"frame {len(seen)}", person))
-        if sum(outcome.status != "refused" for outcome in outcomes) >= wanted:
+        outcome = _capture_one(session, data, f"frame {len(seen)}")
+        outcomes.append(outcome)
+        if outcome.status == "pending" or outcome.kind == "changed":
+            break  # someone else is in front of the camera: stop, do not guess
+        if sum(o.status == "accepted" for o in outcomes) >= wanted:
             break
         time.sleep(interval)
     return outcomes
 
 
-def enrol_bytes(data: bytes, label: str, person: Person, *, confirmed: bool = False) -> Outcome:
-    """Enrol one photo's bytes for ``person``; a refusal is an Outcome, never an exception.
-
-    ``confirmed``: the admin has seen that the face matches someone else; save it anyway.
-    """
-    svc = services()
-    store = gallery()
+def _capture_one(session: Capture, data: bytes, label: str) -> Outcome:
     digest = hashlib.sha256(data).hexdigest()
     try:
-        with svc.pipeline_lock:  # loaded on first use, once
-            pipeline = svc.pipeline()
-        owner = store.has_source(pipeline.model_name, digest)
-        if owner is not None:
-            raise DuplicateTemplate(f"{label}: this photo is already enrolled for {owner.name}")
+        frame = decode_image(data, label)
+        enrolled = session.take(frame, digest, label)
+    except FaceChanged as error:
+        return Outcome(label, "refused", _reason(error, label), kind="changed")
+    except IdentityConflict as error:
+        return _hold_identity(data, label, session.person, error, "capture")
+    except FacegateError as error:
+        return Outcome(label, "refused", _reason(error, label))
+    return Outcome(label, "accepted", "enrolled", template_id=enrolled.template.id)
+
+
+def enrol_bytes(service: EnrolmentService, actor: Actor, data: bytes, label: str,
+                person: Person, *, force: bool = False, reason: str | None = None,
+                face_index: int | None = None) -> Outcome:
+    """Enrol one photo's bytes for ``person``; a refusal is an Outcome, never an exception.
+    A face like someone else's, or several faces, are held back for the admin."""
+    digest = hashlib.sha256(data).hexdigest()
+    try:
         frame = decode_image(data, label)
         _check_pixels(frame, label)
-        with svc.pipeline_lock:
-            face = the_one_face(pipeline, frame, label, QualityGate())
-        if not confirmed:
-            other, score = closest_other(store, pipeline.model_name, face.embedding, person.id)
-            if other is not None and score >= match_threshold(pipeline.embedder_card.threshold):
-                token = _pending().put(data, {"person_id": person.id, "label": label,
-                                              "user": current_user().name, "other": other.name})
-                return Outcome(label, "pending", f"this face matches {other.name}",
-                               token=token, other=other.name, score=score)
-        template = store.add_template(person.id, face.embedding, pipeline.model_name,
-                                      face.quality.as_dict(), _jpeg(face.aligned), digest)
-    except REFUSALS as error:
+        enrolled = service.enrol(person, frame, digest, actor, label=label, force=force,
+                                 reason=reason, face_index=face_index, create=False)
+    except IdentityConflict as error:
+        return _hold_identity(data, label, person, error, actor.source, face_index)
+    except SeveralFaces as error:
+        faces = getattr(error, "faces", None) or []
+        if not faces:
+            return Outcome(label, "refused", _reason(error, label))
+        token = _pending().put(data, {"person_id": person.id, "label": label,
+                                      "user": current_user().name, "kind": "faces",
+                                      "faces": faces, "source": actor.source})
+        return Outcome(label, "pending", _reason(error, label), token=token, kind="faces",
+                       faces=faces)
+    except (DuplicateTemplate, FacegateError) as error:
         return Outcome(label, "refused", _reason(error, label))
-    return Outcome(label, "accepted", "enrolled", template_id=template.id)
+    return Outcome(label, "accepted", "enrolled", template_id=enrolled.template.id,
+                   forced=enrolled.forced is not None)
 
 
-def closest_other(store: Gallery, model: str, embedding: np.ndarray,
-                  person_id: str) -> tuple[Person | None, float]:
-    """The enrolled person other than ``person_id`` whose template is closest to
-    ``embedding`` (unit length), with the cosine; ``(None, -1.0)`` when there is nobody."""
-    person_ids, _, matrix = store.embeddings(model)
-    if not person_ids:
-        return None, -1.0
-    scores = matrix @ embedding.astype(np.float32)
-    others = np.array([pid != person_id for pid in person_ids])
-    if not others.any():
-        return None, -1.0
-    best = int(np.argmax(np.where(others, scores, -np.inf)))
-    try:
-        return store.get_person(person_ids[best]), float(scores[best])
-    except PersonNotFound:  # removed in between
-        return None, -1.0
-
-
-def match_threshold(card_threshold: dict) -> float:
-    """The door's threshold: the site setting, else the daemon's config, else the card's."""
-    site = read_site_settings(database_path()).get("recognition.threshold")
-    if site is not None:
-        return float(site)
-    config = services().config
-    if config is not None and config.recognition.threshold is not None:
-        return float(config.recognition.threshold)
-    return float(card_threshold["score"])
+def _hold_identity(data: bytes, label: str, person: Person, error: IdentityConflict,
+                   source: str, face_index: int | None = None) -> Outcome:
+    token = _pending().put(data, {"person_id": person.id, "label": label,
+                                  "user": current_user().name, "kind": "identity",
+                                  "other": error.other, "source": source,
+                                  "face": face_index})
+    return Outcome(label, "pending", _reason(error, label), token=token, kind="identity",
+                   other=error.other, score=error.similarity)
 
 
 def _check_pixels(frame: np.ndarray, label: str) -> None:
@@ -233,8 +259,18 @@ def _check_pixels(frame: np.ndarray, label: str) -> None:
                               f"{limit / 1e6:g} megapixels)")
 
 
-def _jpeg(crop: np.ndarray) -> bytes | None:
-    ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY])
+def _thumbnail(frame: np.ndarray, box: list[float]) -> bytes | None:
+    """The face's box, widened by half, cut from the frame and scaled for the picker."""
+    height, width = frame.shape[:2]
+    x1, y1, x2, y2 = box
+    pad_x, pad_y = (x2 - x1) / 4, (y2 - y1) / 4
+    left, top = max(int(x1 - pad_x), 0), max(int(y1 - pad_y), 0)
+    right, bottom = min(int(x2 + pad_x), width), min(int(y2 + pad_y), height)
+    if right <= left or bottom <= top:
+        return None
+    crop = cv2.resize(frame[top:bottom, left:right], (THUMBNAIL_PX, THUMBNAIL_PX),
+                      interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return encoded.tobytes() if ok else None
 
 
@@ -258,12 +294,3 @@ def _label(number: int, filename: str | None) -> str:
 def _reason(error: FacegateError, label: str) -> str:
     message = str(error)
     return message.removeprefix(f"{label}: ")
-
-
-def _audit_outcomes(person: Person, outcomes: list[Outcome], *, source: str) -> None:
-    counts = {status: sum(o.status == status for o in outcomes)
-              for status in ("accepted", "refused", "pending")}
-    if outcomes:
-        audit("enrol", {"person_id": person.id, "name": person.name, "source": source,
-                        **counts,
-                        "refusals": [o.reason for o in outcomes if o.status == "refused"][:20]})

@@ -37,6 +37,19 @@ class PendingPhotos:
                json.dumps({**meta, "created": time.time()}).encode())
         return token
 
+    def peek(self, token: str) -> tuple[bytes, dict[str, Any]] | None:
+        """The photo and its meta, left in place (to show it); None as for :meth:`take`."""
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            return None
+        try:
+            meta = json.loads((self.folder / f"{token}.json").read_text())
+            data = (self.folder / f"{token}.img").read_bytes()
+        except (OSError, ValueError):
+            return None
+        if time.time() - float(meta.get("created", 0)) > self.max_age_s:
+            return None
+        return data, meta
+
     def take(self, token: str) -> tuple[bytes, dict[str, Any]] | None:
         """The photo and its meta, removed from the folder; None when the token is not one
         (malformed, unknown, already taken, or expired)."""

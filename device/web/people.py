@@ -1,5 +1,6 @@
 """People: search and list, add, edit (name, external id, active, validity, weekly schedule),
-delete with everything that is theirs, and their face thumbnails. Admins only."""
+delete with everything that is theirs, their face thumbnails, and removing one face template
+enrolled by mistake (:mod:`device.templates`). Admins only."""
 
 from __future__ import annotations
 
@@ -19,14 +20,15 @@ from flask import (
     url_for,
 )
 
+from device import templates
 from device.daemon.access import ScheduleInvalid, door_time, schedule_from_text
-from device.errors import FacegateError, PersonNotFound
+from device.errors import FacegateError, PersonNotFound, TemplateNotFound
 from device.gallery.store import Person
 from device.web.audit import audit
 from device.web.db import event_log, gallery
 from device.web.error_pages import sentence
 from device.web.pending import PendingPhotos
-from device.web.roles import admin_required
+from device.web.roles import admin_required, current_user
 
 bp = Blueprint("people", __name__)
 
@@ -98,7 +100,7 @@ def delete(person_id: str) -> str | Response:
     person = find(person_id)
     if request.method == "GET":
         return render_template("person_delete.html", person=person,
-                               templates=len(templates_of(person.id)),
+                               templates=len(templates.templates_of(gallery(), person.id)),
                                events=event_log().count(person_id=person.id))
     events = event_log()
     # The access log first: if some snapshot cannot be deleted, the person is still here
@@ -130,12 +132,35 @@ def face(person_id: str) -> Response:
 @bp.route("/templates/<template_id>/crop.jpg")
 @admin_required
 def crop(template_id: str) -> Response:
-    row = gallery().db.execute(
-        "SELECT crop_jpeg FROM templates WHERE id = ? AND crop_jpeg IS NOT NULL",
-        [template_id]).fetchone()
-    if row is None:
+    try:
+        return Response(templates.crop_of(gallery(), template_id), mimetype="image/jpeg")
+    except TemplateNotFound:
         abort(404)
-    return Response(row[0], mimetype="image/jpeg")
+
+
+@bp.route("/templates/<template_id>/remove", methods=["GET", "POST"])
+@admin_required
+def remove_template(template_id: str) -> str | Response:
+    """Remove one face template after a confirmation: the person page's Remove button posts
+    here without ``confirm`` and gets the confirmation page; that page posts ``confirm``."""
+    try:
+        template = templates.get_template(gallery(), template_id)
+    except TemplateNotFound:
+        abort(404, description="No such face template (it may have been removed already).")
+    person = find(template.person_id)
+    if request.method == "GET" or request.form.get("confirm") != "1":
+        return render_template("template_remove.html", person=person,
+                               template=templates.template_json(template),
+                               others=len(templates.templates_of(gallery(), person.id)) - 1)
+    user = current_user()
+    try:
+        templates.remove_template(gallery(), template_id, user=user.name if user else None,
+                                  address=request.remote_addr)
+    except TemplateNotFound:
+        flash("That face template was already removed.", "info")
+    else:
+        flash(f"Face template removed from {person.name}.", "info")
+    return redirect(url_for("people.show", person_id=person.id))
 
 
 # --- Shared with the enrolment pages --------------------------------------------------------
@@ -152,18 +177,14 @@ def find(person_id: str) -> Person:
     return person
 
 
-def templates_of(person_id: str) -> list[dict[str, Any]]:
-    return list(gallery().db.query(
-        "SELECT id, model, created_at, crop_jpeg IS NOT NULL AS has_crop FROM templates"
-        " WHERE person_id = ? ORDER BY created_at, id", [person_id]))
-
-
 def render_person(person: Person, *, form: Any = None, errors: dict[str, str] | None = None,
                   status: int = 200, **extra: Any) -> tuple[str, int]:
     """The person page; ``extra`` carries enrolment results and held-back duplicates."""
     values = form if form is not None else person_form_values(person)
     page = render_template("person.html", person=person, form=values, errors=errors or {},
-                           templates=templates_of(person.id), **extra)
+                           templates=[templates.template_json(template) for template
+                                      in templates.templates_of(gallery(), person.id)],
+                           **extra)
     return page, status
 
 

@@ -62,10 +62,14 @@ class Services:
     pipeline_lock: threading.Lock = field(default_factory=threading.Lock)
     _pipeline: FacePipeline | None = None
 
-    def pipeline(self) -> FacePipeline:
-        """The shared pipeline (callers hold ``pipeline_lock`` while using it)."""
-        if self._pipeline is None:
-            factory = self.pipeline_factory or (
-                lambda: FacePipeline.from_models_dir(self.models_dir))
-            self._pipeline = factory()
+    def pipeline(self, model: str | None = None) -> FacePipeline:
+        """The shared pipeline (callers hold ``pipeline_lock`` while using it), running
+        ``model`` when given (the gallery's: it is reloaded when the gallery has moved to
+        another model since), else whatever the factory or the default gives."""
+        if self._pipeline is None or (model and self._pipeline.model_name != model):
+            if self.pipeline_factory is not None and (
+                    model is None or self._pipeline is None):
+                self._pipeline = self.pipeline_factory()
+            if self._pipeline is None or (model and self._pipeline.model_name != model):
+                self._pipeline = FacePipeline.from_models_dir(self.models_dir, embedder=model)
         return self._pipeline

@@ -27,6 +27,7 @@ from device.web.api import (  # noqa: F401
     people,
     photos,
     settings,
+    templates,
     token_routes,
 )
 from device.web.api._common import bp
