@@ -93,10 +93,21 @@ models-convert:
 	$(TRAIN_VENV)/bin/python -m training.convert_sface --out models/
 
 # Accuracy on ../shared/data (a few minutes): verification and open-set identification.
+# Then the product's own decisions through the CLI (enrol each person's first photo, identify
+# their next five and the one-photo strangers): bench/results/door-protocol.json.
 eval: $(STAMP)
 	$(BIN)/python -m training.evaluate --data ../shared/data/lfw-a \
 		--strangers ../shared/data/lfw-a-singles --cache var/eval-cache \
 		--json bench/results/accuracy.json
+	$(BIN)/python -m training.evaluate_door --data ../shared/data/lfw-a \
+		--strangers ../shared/data/lfw-a-singles --json bench/results/door-protocol.json
+
+# Which face of an enrolment photo is enrolled (a few minutes; seconds once cached): the old
+# rule, training's and device/enrolment/subject.py's, on lfw-a, its off-centre views and wild/.
+.PHONY: measure-subject
+measure-subject: $(STAMP)
+	$(BIN)/python -m training.measure_subject_rule --data ../shared/data/lfw-a \
+		--cache var/subject-cache --json bench/results/enrolment-subject.json
 
 # Every benchmark, and facegate beside face_recognition (dlib) and OpenCV YuNet + SFace, in one
 # run: bench/results/ (comparison.json, summary.md, PNG plots, pipeline/search/daemon.json).

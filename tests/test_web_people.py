@@ -93,8 +93,9 @@ def test_an_upload_enrols_good_photos_and_refuses_bad_ones_with_reasons(app, adm
     ])
     assert response.status_code == 200
     outcomes = results(response)
-    assert [status for status, _ in outcomes] == ["accepted", "refused", "refused", "refused"]
-    assert "2 faces found" in outcomes[1][1]
+    # The couple's two faces are held back for the admin to pick one (the face picker).
+    assert [status for status, _ in outcomes] == ["accepted", "pending", "refused", "refused"]
+    assert "2 faces of similar size found" in outcomes[1][1]
     assert "no face found" in outcomes[2][1]
     assert "not an image OpenCV can decode" in outcomes[3][1]
     page = response.get_data(as_text=True)
@@ -103,7 +104,7 @@ def test_an_upload_enrols_good_photos_and_refuses_bad_ones_with_reasons(app, adm
     assert template_count(app, person_id) == 1
     # The same bytes again: refused, nothing added.
     again = upload(admin, person_id, [photo(COLIN[0])])
-    assert results(again) == [("refused", "this photo is already enrolled for Colin Powell")]
+    assert results(again) == [("refused", "this image is already enrolled for Colin Powell")]
     assert template_count(app, person_id) == 1
 
 

@@ -247,11 +247,6 @@ class EnrolmentService:
                     f"{label}: already enrolled as {other.name} (similarity "
                     f"{scores[best]:.2f})", similarity=float(scores[best]), other=other.name,
                     other_id=other.id)
-        own = scores[~others] if len(owners) else np.empty(0)
-        if person is not None and own.size and own.max() < self.policy.same_person:
-            return NotSamePerson(
-                f"{label}: does not look like {person.name}'s enrolled photos (similarity "
-                f"{own.max():.2f})", similarity=float(own.max()))
         if captured_before:
             similarity = float(np.min(np.stack(captured_before) @ embedding))
             if similarity < self.policy.same_person:
@@ -259,6 +254,11 @@ class EnrolmentService:
                     f"{label}: not the same face as the frames before it (similarity "
                     f"{similarity:.2f}): one person at a time in front of the camera",
                     similarity=similarity)
+        own = scores[~others] if len(owners) else np.empty(0)
+        if person is not None and own.size and own.max() < self.policy.same_person:
+            return NotSamePerson(
+                f"{label}: does not look like {person.name}'s enrolled photos (similarity "
+                f"{own.max():.2f})", similarity=float(own.max()))
         return None
 
     def audit_refusal(self, name: str, person: Person | None, refusal: FacegateError,

@@ -88,3 +88,22 @@ def test_an_enrolled_person_is_let_in_and_leaves_no_trace_when_deleted(appliance
     time.sleep(1.5)  # a decision the door was making as she was deleted lands in the log
     assert [path for path in snapshots if path.exists()] == []
     assert [e for e in appliance.cli_json("events") if e["person_name"] == NAME] == []
+
+
+def test_a_photo_of_two_people_shows_the_faces_and_enrols_the_one_picked(appliance, page):
+    sign_in(page, appliance.url, ADMIN, PASSWORD)
+    add_person(page, "Partner")
+    upload(page, DATA / "couple.jpg")
+    picker = page.locator("div.face-picker")
+    expect(picker).to_be_visible()
+    choices = picker.locator("button.face-choice")
+    expect(choices).to_have_count(2)
+    for number in range(2):
+        expect_image_loaded(choices.nth(number).locator("img"))
+    choices.nth(1).click()
+    page.wait_for_load_state()
+    expect(page.locator("ul#enrol-results li.accepted")).to_have_count(1)
+    expect(page.locator("#templates li.template")).to_have_count(1)
+    (person,) = [p for p in appliance.cli_json("people", "list") if p["name"] == "Partner"]
+    assert person["templates"] == 1
+    delete_person(page, "Partner")

@@ -1,0 +1,148 @@
+"""The product's own decisions on a face data set, through the CLI exactly as a site uses it.
+
+The protocol of the trusted-gallery targets: ``facegate enroll --from-folder`` with each
+person's FIRST photo (every enrolment rule applies: refusals, the dominant face, a face that
+already matches someone else), then ``facegate identify`` on each person's next five photos
+(genuine probes) and on a folder of one-photo people (strangers), at the threshold the
+product chooses for that gallery size. Counted per probe photo:
+
+- a genuine probe is *matched* when a face in it is accepted as its own person, *mistaken*
+  when a face is accepted as somebody else;
+- a stranger is *accepted* when any face in it is accepted as anyone.
+
+    python -m training.evaluate_door --data ../shared/data/lfw-a \\
+        --strangers ../shared/data/lfw-a-singles --json bench/results/door-protocol.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from training.evaluate import KNOWN_LABEL_NOISE
+
+PROBES_PER_PERSON = 5
+TARGETS = {"strangers_accepted": 0.0015, "genuine_matched": 0.90, "mistaken": 0.001}
+
+
+def facegate(*args: str) -> list[dict]:
+    """Run the CLI as a user does; its JSON lines (a refusal exits 2, still with lines)."""
+    result = subprocess.run([sys.executable, "-m", "device", *args], capture_output=True,
+                            text=True, check=False)
+    if result.returncode not in (0, 2):
+        raise RuntimeError(f"facegate {args[0]} failed: {result.stderr.strip()[-500:]}")
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def people_photos(folder: Path) -> dict[str, list[Path]]:
+    return {person.name: sorted(p for p in person.iterdir() if p.is_file())
+            for person in sorted(folder.iterdir()) if person.is_dir()}
+
+
+def enrol_first_photos(people: dict[str, list[Path]], db: Path, scratch: Path) -> list[dict]:
+    """``enroll --from-folder`` over a folder holding each person's first photo."""
+    first = scratch / "first-photos"
+    for name, photos in people.items():
+        (first / name).mkdir(parents=True)
+        os.symlink(photos[0].resolve(), first / name / photos[0].name)
+    return facegate("enroll", "--db", str(db), "--from-folder", str(first), "--json")
+
+
+def identify(db: Path, paths: list[Path], batch: int = 500) -> dict[str, list[dict]]:
+    """Faces found in each photo, with the product's decision, by path."""
+    found: dict[str, list[dict]] = {}
+    for start in range(0, len(paths), batch):
+        chunk = [str(p) for p in paths[start:start + batch]]
+        for line in facegate("identify", "--db", str(db), *chunk):
+            found[line["path"]] = line.get("faces", [])
+    return found
+
+
+def score(people: dict[str, list[Path]], enrolled: list[dict],
+          genuine: dict[str, list[dict]], strangers: dict[str, list[dict]]) -> dict:
+    """The counts and shares of the protocol (see the module docstring)."""
+    refused = [line for line in enrolled if line["status"] != "enrolled"]
+    matched = mistaken = probes = 0
+    for name, photos in people.items():
+        for path in photos[1:1 + PROBES_PER_PERSON]:
+            probes += 1
+            accepted = [f["person"] for f in genuine.get(str(path), [])
+                        if f["decision"] == "match"]
+            matched += name in accepted
+            mistaken += any(person != name for person in accepted)
+    accepted_strangers = [
+        {"path": path, "as": f["person"], "score": f["score"]}
+        for path, faces in strangers.items() for f in faces if f["decision"] == "match"]
+    stranger_photos = len(strangers)
+    threshold = next((f["threshold"] for faces in genuine.values() for f in faces), None)
+    figures = {
+        "people": len(people),
+        "enrolled": len(enrolled) - len(refused),
+        "enrolment_refused": len(refused),
+        "enrolment_refusals": sorted({line.get("code") or "other" for line in refused}),
+        "refusal_reasons": [line["reason"] for line in refused][:40],
+        "threshold_in_force": threshold,
+        "genuine_probes": probes,
+        "genuine_matched": round(matched / probes, 4) if probes else None,
+        "mistaken": round(mistaken / probes, 4) if probes else None,
+        "mistaken_count": mistaken,
+        "stranger_probes": stranger_photos,
+        "strangers_accepted": (round(len({a["path"] for a in accepted_strangers})
+                                     / stranger_photos, 4) if stranger_photos else None),
+        "strangers_accepted_list": accepted_strangers,
+    }
+    figures["targets"] = {key: {"target": goal, "met": _met(key, figures[key], goal)}
+                          for key, goal in TARGETS.items()}
+    return figures
+
+
+def _met(key: str, value: float | None, goal: float) -> bool | None:
+    if value is None:
+        return None
+    return value >= goal if key == "genuine_matched" else value <= goal
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True,
+                        help="one sub-folder per person; the first photo is enrolled")
+    parser.add_argument("--strangers", type=Path, required=True,
+                        help="people never enrolled (every photo is a stranger probe)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    people = people_photos(args.data)
+    # A "stranger" that is in fact an enrolled person under another name is left out, and
+    # reported (training.evaluate.KNOWN_LABEL_NOISE).
+    stranger_paths = [p for photos in people_photos(args.strangers).values() for p in photos
+                      if p.name not in KNOWN_LABEL_NOISE]
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        db = scratch / "gallery.db"
+        enrolled = enrol_first_photos(people, db, scratch)
+        probes = [p for photos in people.values() for p in photos[1:1 + PROBES_PER_PERSON]]
+        genuine = identify(db, probes)
+        strangers = identify(db, stranger_paths)
+    report = {"command": "python -m training.evaluate_door " + " ".join(
+                  argv if argv is not None else sys.argv[1:]),
+              "data": str(args.data), "strangers": str(args.strangers),
+              "strangers_left_out_as_label_noise": KNOWN_LABEL_NOISE,
+              **score(people, enrolled, genuine, strangers),
+              "seconds": round(time.perf_counter() - started, 1)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items()
+                      if k not in ("strangers_accepted_list", "refusal_reasons")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
