@@ -10,6 +10,7 @@ import pytest
 
 from device.config import load_config
 from device.errors import SettingInvalid
+from device.identification import Decision
 from device.site_settings import (
     SETTABLE,
     apply_site_settings,
@@ -17,6 +18,7 @@ from device.site_settings import (
     site_settings_seq,
     write_site_settings,
 )
+from device.vision.models import DEFAULT_EMBEDDER, load_card
 from tests.web_support import (
     audit_actions,
     csrf_from,
@@ -41,8 +43,12 @@ def test_the_page_has_every_settable_key_and_explains_the_threshold(admin):
     for key in SETTABLE:
         assert f'name="{key}"' in page
     explained = re.search(r'id="threshold-explained">.*?</div>', page, re.S)[0]
-    # The SFace card's figures: threshold 0.5 at an expected false-accept rate of 0.1%.
-    assert "<b>0.5</b>" in explained and "<b>0.1%</b>" in explained
+    # The SFace card's figures: the threshold its curve gives with nobody enrolled yet, and
+    # the expected false-accept rate it was set for.
+    card = load_card(DEFAULT_EMBEDDER).threshold
+    in_force = round(Decision.from_card(card).threshold_for(0), 3)
+    assert f'<b id="threshold-in-force">{in_force}</b> for the 0 people' in explained
+    assert f"<b>{card['fpir'] * 100:g}%</b>" in explained
     assert "lfw-a" in explained
     assert "Takes effect after a restart." in page
 

@@ -14,15 +14,16 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 
 from device.config import Config
 from device.errors import FacegateError, SettingInvalid
+from device.identification import Decision, embedder_name
 from device.site_settings import (
     RESTART_NEEDED,
     SETTABLE,
     read_site_settings,
     write_site_settings,
 )
-from device.vision.models import DEFAULT_EMBEDDER, load_card
+from device.vision.models import load_card
 from device.web.audit import audit
-from device.web.db import database_path, services
+from device.web.db import database_path, gallery, services
 from device.web.error_pages import sentence
 from device.web.roles import admin_required, current_user
 
@@ -106,14 +107,17 @@ def card_threshold() -> dict[str, Any]:
     card cannot be read)."""
     svc = services()
     config = svc.config
-    name = (config.recognition.model if config else "") or DEFAULT_EMBEDDER
     models_dir = svc.models_dir or (config.recognition.models_dir if config else None)
     try:
+        name = embedder_name(gallery(), (config.recognition.model if config else "") or None)
         card = load_card(name, models_dir).card
     except (FacegateError, OSError, ValueError):
         return {}
+    people = gallery().counts()["people"]
+    curve = Decision.from_card(card.get("threshold", {"score": 0.0}))
     return {"name": name, "open_set": card.get("threshold", {}),
-            "verification": card.get("verification_threshold", {})}
+            "verification": card.get("verification_threshold", {}),
+            "people": people, "in_force": round(curve.threshold_for(people), 3)}
 
 
 def _page(values: Any, errors: dict[str, str], status: int = 200) -> tuple[str, int]:
