@@ -102,6 +102,19 @@ eval: $(STAMP)
 	$(BIN)/python -m training.evaluate_door --data ../shared/data/lfw-a \
 		--strangers ../shared/data/lfw-a-singles --json bench/results/door-protocol.json
 
+# The open-set threshold as a function of gallery size (about two minutes; embeds first if
+# make eval's caches are missing): ~50,000 leave-one-out stranger searches and the tail model,
+# bench/results/open-set-calibration.json and fpir-vs-gallery-size.png, and the default SFace
+# card's "threshold" block rewritten (docs/recognition.md, "Open-set calibration"). Run with
+# the training environment's Python because the plot needs matplotlib.
+.PHONY: calibrate
+calibrate: $(STAMP) $(TRAIN_STAMP)
+	$(TRAIN_BIN)/python -m training.calibrate_open_set --data ../shared/data/lfw-a \
+		--strangers ../shared/data/lfw-a-singles --cache var/eval-cache \
+		--json bench/results/open-set-calibration.json \
+		--plot bench/results/fpir-vs-gallery-size.png \
+		--write-card models/face_recognition_sface_2021dec_int8dr.json
+
 # Which face of an enrolment photo is enrolled (a few minutes; seconds once cached): the old
 # rule, training's and device/enrolment/subject.py's, on lfw-a, its off-centre views and wild/.
 .PHONY: measure-subject

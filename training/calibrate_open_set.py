@@ -511,11 +511,13 @@ def judge(tune: Trial, test: Trial, fpir: float, margin: float = 0.0) -> dict[st
             for how, t in thresholds.items()}
 
 
-def compare_arms(judged: dict[str, list[dict]], baseline: str) -> dict:
+def compare_arms(judged: dict[str, list[dict]], baseline: str, target: float) -> dict:
     """Mean and spread of each arm over the splits, for each way of setting the threshold,
-    and its paired difference from the baseline; an arm "helps" when its FNIR is lower by
+    and its paired difference from the baseline. An arm "helps" when its FNIR is lower by
     more than twice the standard error of the paired difference (the splits share people,
-    so this is a rule of thumb) without a higher FPIR beyond that."""
+    so this is a rule of thumb) and its FPIR on the test people stays within that noise of
+    ``target`` or of the baseline's, whichever is higher: fewer misses bought with more
+    strangers let in is no help."""
     result: dict[str, dict] = {}
     for how in ("model", "observed"):
         base = np.array([j[how]["test_fnir"] for j in judged[baseline]])
@@ -536,7 +538,7 @@ def compare_arms(judged: dict[str, list[dict]], baseline: str) -> dict:
                 "fnir_minus_baseline": round(float(diff.mean()), 4),
                 "fnir_minus_baseline_se": round(se, 4),
                 "helps": bool(arm != baseline and diff.mean() < -2 * se
-                              and fpir_diff.mean() <= 2 * fpir_se),
+                              and fpir.mean() <= max(target, base_fpir.mean()) + 2 * fpir_se),
             }
     return result
 
@@ -590,7 +592,7 @@ def normalisation_experiment(faces: Faces, strangers: np.ndarray, *, cohort_size
     return {"cohort": f"{len(cohort)} lfw-a-singles, never searched",
             "strangers": f"leave-one-out within the half, and half of the other {len(rest)} "
                          "singles", "margin": 0.0, "splits": 2 * seeds, "variants": variants,
-            "by_fpir": {f: compare_arms(arms_judged, "raw cosine")
+            "by_fpir": {f: compare_arms(arms_judged, "raw cosine", float(f))
                         for f, arms_judged in judged.items()}}
 
 
@@ -622,7 +624,7 @@ def templates_experiment(faces: Faces, strangers: np.ndarray, *, min_photos: int
     return {"people": gallery_faces.people, "min_photos": min_photos, "margin": margin,
             "probes": f"up to {PROBES_PER_PERSON} photos from photo {min_photos} on, the same "
                       "for every arm", "splits": 2 * seeds, "variants": variants,
-            "by_fpir": {f: compare_arms(arms_judged, "1 photo")
+            "by_fpir": {f: compare_arms(arms_judged, "1 photo", float(f))
                         for f, arms_judged in judged.items()}}
 
 
@@ -636,7 +638,7 @@ def margin_experiment(faces: Faces, strangers: np.ndarray, *,
 
     judged = split_runs(trials, faces.people, fpirs, seeds, lambda arm: float(arm.split()[-1]))
     return {"splits": 2 * seeds, "variants": variants,
-            "by_fpir": {f: compare_arms(arms_judged, "margin 0")
+            "by_fpir": {f: compare_arms(arms_judged, "margin 0", float(f))
                         for f, arms_judged in judged.items()}}
 
 
@@ -782,10 +784,16 @@ def calibrate(faces: Faces, strangers: np.ndarray, *, target: float = TARGET_FPI
     if experiments:
         report["experiments"] = {
             "normalisation": normalisation_experiment(faces, strangers, variants=variants,
-                                                      seeds=seeds),
-            "templates": templates_experiment(faces, strangers, seeds=seeds, margin=margin),
-            "margin": margin_experiment(faces, strangers, variants=variants, seeds=seeds),
+                                                      seeds=seeds, fpirs=checked),
+            "templates": templates_experiment(faces, strangers, seeds=seeds, margin=margin,
+                                              fpirs=checked),
+            "margin": margin_experiment(faces, strangers, variants=variants, seeds=seeds,
+                                        fpirs=checked),
         }
+        for experiment in report["experiments"].values():
+            arms = experiment["by_fpir"][f"{target:g}"]
+            experiment["helps_at_target_fpir"] = [
+                arm for arm, how in arms.items() if how["threshold_by_model"]["helps"]]
     return report
 
 
