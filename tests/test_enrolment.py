@@ -144,3 +144,14 @@ def test_run_refuses_a_gallery_of_another_model_in_one_sentence(db, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"the gallery's templates are for {INT8} but recognition.model is {FLOAT16}" in err
     assert f"facegate reembed --model {FLOAT16}" in err
+
+
+def test_a_photo_with_a_face_in_the_background_enrols_the_dominant_face(tmp_path, capsys):
+    # Both were refused as "2 faces found" before the dominant-face rule (tests/data/SOURCES.md).
+    db = tmp_path / "gallery.db"
+    for photo in sorted((DATA / "background").glob("*.jpg")):
+        assert enrol(db, photo.stem.rsplit("_", 1)[0], photo, extra=["--json"]) == 0
+        (line,) = outcome_lines(capsys.readouterr().out)
+        assert line["status"] == "enrolled"
+    with Gallery(db) as gallery:
+        assert gallery.counts() == {"people": 2, "templates": {INT8: 2}}
