@@ -254,3 +254,17 @@ def test_the_command_has_help(capsys):
     for option in ("--data", "--strangers", "--cache", "--model", "--json", "--plot",
                    "--write-card", "--target-fpir"):
         assert option in out
+
+
+def test_the_card_keeps_the_slowest_falling_tail_with_enough_distinct_pairs():
+    rng = np.random.default_rng(3)
+    # A body falling with scale 0.02 and a far tail of 300 comparisons with scale 0.05.
+    scores = np.sort(np.concatenate([0.3 + rng.exponential(0.02, 20_000),
+                                     0.45 + rng.exponential(0.05, 300)]))[::-1]
+    comparisons = Comparisons(scores, np.arange(len(scores)), 10_000_000)
+    chosen = TailModel.heaviest(comparisons, candidates=(5000, 200), min_distinct=50)
+    assert chosen.exceedances == 200 and chosen.scale > 0.04
+    # Repeats of one photo pair are not evidence: too few distinct pairs, the body's fit.
+    repeated = Comparisons(scores, np.arange(len(scores)) // 10, 10_000_000)
+    assert TailModel.heaviest(repeated, candidates=(5000, 200), min_distinct=50
+                              ).exceedances == 5000

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from device.cli import build_parser, main
+from device.identification import Decision
 from tests.conftest import DATA
 
 
@@ -139,7 +140,10 @@ def test_info_reports_the_active_embedder_and_its_threshold(enrolled_db):
     models = Path(__file__).parents[1] / "models"
     card = json.loads((models / f"{info['embedder']}.json").read_text())
     assert info["embedder"].startswith("face_recognition_sface")
-    assert info["threshold"] == card["threshold"]["score"]
+    # The threshold in force is the card's curve read at the gallery's size (two people).
+    assert info["threshold"] == round(Decision.from_card(card["threshold"]).threshold_for(2), 4)
+    assert info["threshold"] < card["threshold"]["score"]  # the score is for 1,000 people
+    assert info["target_fpir"] == card["threshold"]["fpir"]
     assert info["gallery"]["people"] == 2
     assert all(model["sha256_ok"] for model in info["models"].values())
 
