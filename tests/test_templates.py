@@ -77,6 +77,7 @@ def test_cli_lists_a_persons_templates_as_json_lines_and_as_text(cli_db, capsys)
     for line in lines:
         assert TEMPLATE_FIELDS <= set(line)
         assert line["person_id"] == colin and line["has_crop"] is True
+        assert line["source"] == "cli"
         assert line["model"].startswith("face_recognition_sface")
         assert line["quality"]["interocular_px"] > 0 and line["created"].endswith("Z")
         assert "embedding" not in line
@@ -162,6 +163,7 @@ def test_api_lists_templates_serves_crops_and_removes_one(api):
     templates = listed.json["templates"]
     assert [t["id"] for t in templates] == template_ids(api.db_path, colin)
     assert all(TEMPLATE_FIELDS <= set(t) and t["person_id"] == colin for t in templates)
+    assert {t["source"] for t in templates} == {"api"}
     wrong, kept = templates
     with api.call("GET", wrong["crop_url"]) as crop:
         assert crop.status_code == 200 and crop.mimetype == "image/jpeg"
@@ -226,7 +228,8 @@ def test_the_person_page_shows_each_template_with_a_remove_form(app, admin):
         assert template.model in item
         assert f'<time datetime="{template.created_at}">' in item
         assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d</time>", item)  # local, readable
-        assert 'class="template-source"' in item
+        assert '<small class="template-source">upload</small>' in item
+        assert template.source == "upload"
         form = re.search(r'<form class="remove-template" method="post" action="([^"]+)">'
                          r'(.*?)</form>', item, re.S)
         assert form[1] == f"/templates/{template_id}/remove"
