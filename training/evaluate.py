@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -394,30 +393,10 @@ def open_set(data: EmbeddedSet, strangers: EmbeddedSet, margin: float = 0.0,
             "threshold": threshold, "fpir": round(fpir, 4),
             "fnir": round(scores.fnir(threshold, margin), 4),
             "strangers_accepted": int(round(fpir * len(s_rows))),
-            **fpir_tail_estimate(s_best, threshold, len(scores.enrolled_rows)),
+            # A few hundred strangers cannot show an FPIR of 0.1%: the figure for that is the
+            # leave-one-out calibration (training/calibrate_open_set.py, make calibrate).
         }
     return result
-
-
-def fpir_tail_estimate(stranger_best: np.ndarray, threshold: float, enrolled: int,
-                       at_gallery_size: int = 1000) -> dict:
-    """FPIR beyond what a few hundred strangers can show, from a normal fit of their scores.
-
-    With 500 strangers the observed FPIR can only be 0, 0.2%, 0.4%...; the best-score
-    distribution of strangers is close to normal in its body, so its tail gives an estimate
-    (an extrapolation, reported as such). A larger gallery gives each stranger more people to
-    resemble: assuming independent people, FPIR(N) = 1 - (1 - FPIR(n)) ** (N / n).
-    """
-    mean, std = float(stranger_best.mean()), float(stranger_best.std())
-    if len(stranger_best) < 2 or std == 0:
-        return {"fpir_normal_tail_estimate": None,
-                "why_no_estimate": "fewer than two distinct stranger scores"}
-    tail = 0.5 * math.erfc((threshold - mean) / (std * math.sqrt(2)))
-    scaled = 1 - (1 - tail) ** (at_gallery_size / enrolled)
-    return {"fpir_normal_tail_estimate": float(f"{tail:.3g}"),
-            f"fpir_normal_tail_estimate_{at_gallery_size}_people": float(f"{scaled:.3g}"),
-            "stranger_best_score_mean": round(mean, 4),
-            "stranger_best_score_std": round(std, 4)}
 
 
 # --- command line ---------------------------------------------------------------------------
