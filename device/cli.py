@@ -197,7 +197,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 counts["already"] += 1
             except FacegateError as exc:
                 outcome.update(status="refused", reason=str(exc),
-                               code=getattr(exc, "code", None))
+                               code=exc.code)
                 if isinstance(exc, SeveralFaces) and getattr(exc, "faces", None):
                     outcome["faces"] = exc.faces
                 counts["refused"] += 1

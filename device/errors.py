@@ -2,15 +2,22 @@
 
 
 class FacegateError(Exception):
-    """Base class: the message is meant for the user as it is."""
+    """Base class: the message is meant for the user as it is; ``code`` names the kind for
+    scripts (the JSON outputs of the CLI and the API)."""
+
+    code = "error"
 
 
 class ImageUnreadable(FacegateError):
     """The file is missing, empty, truncated or not an image OpenCV can decode."""
 
+    code = "unreadable"
+
 
 class NoFaceFound(FacegateError):
     """No face was detected in the image."""
+
+    code = "no_face"
 
 
 class SeveralFaces(FacegateError):
@@ -21,6 +28,8 @@ class SeveralFaces(FacegateError):
     frame pixels), so the admin can pick one; None when not known.
     """
 
+    code = "several_faces"
+
     def __init__(self, message: str, faces: list[dict] | None = None) -> None:
         super().__init__(message)
         self.faces = faces
@@ -28,6 +37,8 @@ class SeveralFaces(FacegateError):
 
 class PoorQuality(FacegateError):
     """A face was found but is too small, blurred, dark or turned away to be trusted."""
+
+    code = "poor_quality"
 
 
 class ModelNotFound(FacegateError):
@@ -37,6 +48,8 @@ class ModelNotFound(FacegateError):
 class ModelMismatch(FacegateError):
     """Templates or cards do not belong to the model in use."""
 
+    code = "model_mismatch"
+
 
 class PersonNotFound(FacegateError):
     """No person with that name or id is in the gallery."""
@@ -44,6 +57,8 @@ class PersonNotFound(FacegateError):
 
 class DuplicateTemplate(FacegateError):
     """This image (the same bytes, under the same model) is already enrolled."""
+
+    code = "already_enrolled"
 
 
 class TemplateNotFound(FacegateError):

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from device.errors import FacegateError
+from device.identification import Decision
 from device.vision.image_io import read_image
 from device.vision.models import default_models_dir
 from device.vision.pipeline import FacePipeline
@@ -390,7 +391,7 @@ def open_set(data: EmbeddedSet, strangers: EmbeddedSet, margin: float = 0.0,
     if threshold is not None:
         fpir = scores.fpir(threshold, margin)
         result["at_threshold"] = {
-            "threshold": threshold, "fpir": round(fpir, 4),
+            "threshold": round(threshold, 4), "fpir": round(fpir, 4),
             "fnir": round(scores.fnir(threshold, margin), 4),
             "strangers_accepted": int(round(fpir * len(s_rows))),
             # A few hundred strangers cannot show an FPIR of 0.1%: the figure for that is the
@@ -436,7 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.strangers:
         strangers = embed_folder(pipeline, args.strangers, args.cache / f"{tag}-"
                                  f"{args.strangers.name}.npz" if args.cache else None)
-        threshold = args.threshold if args.threshold is not None else card_threshold.get("score")
+        # The door's threshold for a gallery of this size (the card's curve), unless given.
+        people = len(first_with_face(data.labels, data.found))
+        threshold = (args.threshold if args.threshold is not None
+                     else Decision.from_card(card_threshold).threshold_for(people))
         report["open_set"] = open_set(data, strangers, margin, threshold)
     report["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:

@@ -267,7 +267,7 @@ class EnrolmentService:
         record_in(self.gallery, "enrol_refused", {
             "person_id": person.id if person else None, "name": name, "photo": label,
             "source": actor.source, "reason": str(refusal),
-            "code": code or getattr(refusal, "code", type(refusal).__name__)}, actor.user,
+            "code": code or refusal.code}, actor.user,
             actor.address)
 
 
