@@ -395,7 +395,7 @@ def test_settings_changed_on_the_admin_page_reach_the_running_door(rig_for, peop
     rig.enrol("Colin Powell", colin[0])
     config = load_config(None, {"paths.data_dir": str(tmp_path), "web.enabled": False})
     assert config.paths.database == rig.db_path
-    watch = SiteSettingsWatch(config, rig.loop, rig.door, rig.events, rig.pipeline)
+    watch = SiteSettingsWatch(config, rig.loop, rig.door, rig.events)
     write_site_settings(rig.db_path, {"door.unlock_seconds": 1.5,
                                       "recognition.threshold": 0.995}, by="admin")
     watch.poll(time.monotonic() + 10)

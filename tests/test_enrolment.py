@@ -155,3 +155,23 @@ def test_a_photo_with_a_face_in_the_background_enrols_the_dominant_face(tmp_path
         assert line["status"] == "enrolled"
     with Gallery(db) as gallery:
         assert gallery.counts() == {"people": 2, "templates": {INT8: 2}}
+
+
+def test_a_running_identifier_follows_the_gallery_to_its_new_model(db, capsys):
+    from device.identification import Decision, Identifier
+    from device.vision.image_io import read_image
+    from device.vision.pipeline import FacePipeline
+
+    def load(name: str):
+        pipeline = FacePipeline.from_models_dir(embedder=name)
+        return pipeline, Decision.from_card(pipeline.embedder_card.threshold)
+
+    with Gallery(db) as gallery:
+        pipeline, decision = load(INT8)
+        identifier = Identifier(pipeline, gallery, decision, load_model=load)
+        frame, _ = read_image(COLIN[1])
+        assert identifier.identify(frame)[0].person_name == "Colin Powell"
+        assert main(["reembed", "--db", str(db), "--model", FLOAT16]) == 0  # another process
+        (result,) = identifier.identify(frame)
+        assert identifier.pipeline.model_name == FLOAT16
+        assert result.person_name == "Colin Powell" and result.decision == "match"

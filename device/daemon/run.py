@@ -70,10 +70,9 @@ def demo_folder(config: Config) -> Path:
 class SiteSettingsWatch:
     """Applies the settings page's changes to the running door, checked once a second."""
 
-    def __init__(self, config: Config, loop: DoorLoop, door: Door, events: EventLog,
-                 pipeline: FacePipeline) -> None:
+    def __init__(self, config: Config, loop: DoorLoop, door: Door, events: EventLog) -> None:
         self.file_config = config
-        self.loop, self.door, self.events, self.pipeline = loop, door, events, pipeline
+        self.loop, self.door, self.events = loop, door, events
         self._seen = site_settings_seq(config.paths.database)
         self._next = 0.0
 
@@ -91,7 +90,10 @@ class SiteSettingsWatch:
             key: value for key, value in read_site_settings(config.paths.database).items()})
 
     def apply(self, config: Config) -> None:
-        self.loop.apply(loop_settings(config), decision_for(config, self.loop.identifier.pipeline))
+        # The identifier's pipeline, not the one started with: the gallery may have moved
+        # to another model since (facegate reembed).
+        pipeline = self.loop.identifier.pipeline
+        self.loop.apply(loop_settings(config), decision_for(config, pipeline))
         self.door.lock.unlock_seconds = config.door.unlock_seconds
         if self.door.contact is not None:
             self.door.contact.held_open_seconds = config.door.held_open_seconds
@@ -190,8 +192,7 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
             loop = DoorLoop(camera=camera, identifier=identifier,
                             door=door, events=events, settings=loop_settings(config),
                             door_events=door_events, notifier=notifier, live=live)
-            loop.on_each_frame = SiteSettingsWatch(file_config, loop, door, events,
-                                                   pipeline).poll
+            loop.on_each_frame = SiteSettingsWatch(file_config, loop, door, events).poll
             if config.web.enabled:
                 try:
                     web = start_web(config, door, live)

@@ -153,8 +153,7 @@ def capture(person_id: str) -> str | tuple[str, int]:
     outcomes = capture_frames(person, wanted)
     taken = sum(outcome.status == "accepted" for outcome in outcomes)
     error = None
-    stopped = next((o for o in outcomes if o.status != "refused" and o.status != "accepted"
-                    or o.kind == "changed"), None)
+    stopped = next((o for o in outcomes if o.status == "pending" or o.kind == "changed"), None)
     if stopped is not None and stopped.kind == "changed":
         error = (f"Capture stopped after {taken} frame(s): {stopped.reason}. Only "
                  f"{person.name} in front of the camera, and try again.")

@@ -66,10 +66,12 @@ class Services:
         """The shared pipeline (callers hold ``pipeline_lock`` while using it), running
         ``model`` when given (the gallery's: it is reloaded when the gallery has moved to
         another model since), else whatever the factory or the default gives."""
-        if self._pipeline is None or (model and self._pipeline.model_name != model):
-            if self.pipeline_factory is not None and (
-                    model is None or self._pipeline is None):
-                self._pipeline = self.pipeline_factory()
-            if self._pipeline is None or (model and self._pipeline.model_name != model):
-                self._pipeline = FacePipeline.from_models_dir(self.models_dir, embedder=model)
-        return self._pipeline
+        current = self._pipeline
+        if current is not None and (model is None or current.model_name == model):
+            return current
+        if current is None and self.pipeline_factory is not None:
+            current = self.pipeline_factory()
+        if current is None or (model and current.model_name != model):
+            current = FacePipeline.from_models_dir(self.models_dir, embedder=model)
+        self._pipeline = current
+        return current
