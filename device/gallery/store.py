@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -118,7 +119,7 @@ class Gallery:
             # Per connection, and off by default in SQLite: without it ON DELETE CASCADE and
             # REFERENCES are silently ignored.
             self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.enable_wal()
+            _enable_wal(self.db, busy_timeout_s)
             migrate(self.db, migrations)
         except BaseException:
             self.db.close()
@@ -471,6 +472,26 @@ class Gallery:
             raise ModelMismatch(
                 f"model {model!r} makes {row[0]}-long embeddings in this gallery, not {dim}"
             )
+
+
+def _enable_wal(db: Database, timeout_s: float) -> None:
+    """Switch the file to WAL mode, waiting up to ``timeout_s`` for the lock it needs.
+
+    The switch takes an exclusive lock and SQLite answers "database is locked" at once,
+    without its busy timeout, when another connection holds any lock: processes that open a
+    new file at the same moment (the daemon, the CLI and the page starting together) meet
+    exactly that, so it is retried. A file already in WAL mode needs no switch.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if db.journal_mode == "wal":
+                return
+            db.enable_wal()
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 # --- Conversions between Python values and columns ---------------------------------------
