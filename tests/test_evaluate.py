@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from training.evaluate import (
@@ -83,3 +85,40 @@ def test_the_margin_turns_a_probe_close_to_two_people_into_unknown():
     plain = open_set(people, strangers, margin=0.0, threshold=0.5)
     guarded = open_set(people, strangers, margin=0.05, threshold=0.5)
     assert guarded["at_threshold"]["fnir"] > plain["at_threshold"]["fnir"]
+
+
+def test_the_door_protocol_judges_each_probe_by_its_subject_face(tmp_path):
+    import cv2
+
+    from training.evaluate_door import score
+
+    def photo(name: str) -> Path:
+        path = tmp_path / name
+        cv2.imwrite(str(path), np.zeros((250, 250, 3), np.uint8))
+        return path
+
+    centre, edge = [90.0, 90.0, 160.0, 160.0], [0.0, 100.0, 40.0, 140.0]
+
+    def face(box, person, decision="match"):
+        return {"box": box, "person": person, "decision": decision, "score": 0.7,
+                "threshold": 0.53}
+
+    people = {"Ann": [photo("a1.jpg"), photo("a2.jpg"), photo("a3.jpg")],
+              "Bob": [photo("b1.jpg"), photo("b2.jpg")]}
+    enrolled = [{"status": "enrolled"}, {"status": "refused", "code": "poor_quality",
+                                         "reason": "blurred"}]
+    genuine = {
+        # Ann at the centre, Bob at the edge: matched, and Bob's face is no mistake.
+        str(people["Ann"][1]): [face(centre, "Ann"), face(edge, "Bob")],
+        str(people["Ann"][2]): [face(centre, "Bob")],  # mistaken
+        str(people["Bob"][1]): [face(centre, None, "unknown")],  # missed
+    }
+    strangers = {str(photo("s1.jpg")): [face(centre, None, "unknown"), face(edge, "Ann")],
+                 str(photo("s2.jpg")): [face(centre, "Bob")]}
+    figures = score(people, enrolled, genuine, strangers)
+    assert figures["genuine_probes"] == 3 and figures["enrolment_refused"] == 1
+    assert figures["genuine_matched"] == round(1 / 3, 4)
+    assert figures["mistaken"] == round(1 / 3, 4)
+    assert figures["strangers_accepted"] == 0.5  # s2 only: s1's match is a face at the edge
+    assert figures["any_face"]["strangers_accepted"] == 1.0
+    assert figures["threshold_in_force"] == 0.53
