@@ -21,6 +21,7 @@ from device.config import SNAPSHOTS_FOLDER, Config, load_config
 from device.errors import (
     DuplicateTemplate,
     FacegateError,
+    GalleryUnreadable,
     IdentityConflict,
     ImageUnreadable,
     SeveralFaces,
@@ -105,6 +106,8 @@ def _door_config(args: argparse.Namespace) -> Config:
         return config
     try:
         return apply_site_settings(config, read_site_settings(database))
+    except GalleryUnreadable:
+        raise  # the command cannot work on this file at all: say so once
     except FacegateError as exc:
         _warn(f"settings from the admin page ignored: {exc}")
         return config

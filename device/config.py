@@ -175,6 +175,8 @@ class WebConfig:
 
     listen: str = _key("127.0.0.1:8080", check=_listen)
     enabled: bool = _key(True)
+    # Browsers send a Secure cookie over HTTPS only: set it when a TLS proxy is in front.
+    cookie_secure: bool = _key(False)
 
     @property
     def host(self) -> str:

@@ -155,3 +155,36 @@ class FaceChanged(IdentityConflict):
     """During a capture, the face in front of the camera stopped being the same person."""
 
     code = "face_changed"
+
+
+class NameInvalid(FacegateError):
+    """A name typed by a person (a person's name or external id, an account's or an API
+    token's name) is empty, too long, or holds control or direction-changing characters;
+    ``field`` names the form field or JSON key it came in."""
+
+    code = "name_invalid"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ImageTooLarge(ImageUnreadable):
+    """An image whose header declares more pixels than allowed (a "decompression bomb": a
+    small file that would decode to gigabytes), or a file over the byte limit; refused before
+    it is decoded or read whole. Its ``code`` stays "unreadable", the API's documented code."""
+
+
+class GalleryUnreadable(FacegateError):
+    """The gallery file exists but is no usable database: corrupt, truncated, empty (0 bytes)
+    or another program's file. Nothing was changed; the message names the file and says how
+    to restore a backup."""
+
+    code = "gallery_unreadable"
+
+
+class RecordUnwritable(FacegateError):
+    """The record that permits a door action (its audit row) could not be written: the
+    disk is full, the database is locked or unwritable. The door was left as it was."""
+
+    code = "record_unwritable"

@@ -121,8 +121,15 @@ class Identifier:
         # Inactive people stay in the matrix: a deactivated person is then recognised (and
         # refused by the door) rather than matched to whoever is next closest.
         person_ids, _, embeddings = self.gallery.embeddings(self.pipeline.model_name)
+        dim = self.pipeline.embedder.dim
+        if len(person_ids) and embeddings.shape[1] != dim:
+            # A gallery file edited by hand: matching would fail at every face.
+            log.error("the gallery's %s templates are %d numbers long but the embedder makes "
+                      "%d: nobody will match until they are re-enrolled",
+                      self.pipeline.model_name, embeddings.shape[1], dim)
+            person_ids = []
         if not len(person_ids):
-            embeddings = np.zeros((0, self.pipeline.embedder.dim), np.float32)
+            embeddings = np.zeros((0, dim), np.float32)
         self._matcher = Matcher(person_ids, embeddings)
         self._people = {p.id: p for p in self.gallery.list_people()}
         self._seen_change = change

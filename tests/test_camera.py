@@ -145,6 +145,52 @@ def test_replay_of_a_folder_without_images_is_a_camera_error(tmp_path):
         ReplayCamera(tmp_path / "missing").open()
 
 
+def test_replay_stops_serving_frames_of_files_removed_from_its_folder(people_folder, caplog):
+    colin = sorted((people_folder / "Colin_Powell").glob("*.jpg"))
+    with caplog.at_level(logging.WARNING, logger="device.camera"):
+        with ReplayCamera(people_folder, fps=0) as camera:
+            assert len([camera.read() for _ in range(6)]) == 6  # every frame is cached now
+            shutil.rmtree(people_folder / "Serena_Williams")
+            frames = [camera.read() for _ in range(9)]
+    for frame, path in zip(frames, colin * 3, strict=True):
+        assert same_image(frame.image, load(path)), path
+    (changed,) = [r.getMessage() for r in caplog.records if "changed" in r.getMessage()]
+    assert "3 file(s) removed, 0 changed, 0 added; 3 to play" in changed
+
+
+def test_replay_plays_files_added_to_or_changed_in_its_folder(people_folder, caplog):
+    serena = sorted((people_folder / "Serena_Williams").glob("*.jpg"))
+    with caplog.at_level(logging.WARNING, logger="device.camera"):
+        with ReplayCamera(people_folder, fps=0) as camera:
+            first = [camera.read() for _ in range(6)]
+            shutil.copy(STRANGERS[0], people_folder / "zz_newcomer.jpg")
+            shutil.copy(STRANGERS[1], serena[0])  # same name, new picture
+            frames = [camera.read() for _ in range(7)]
+    assert same_image(frames[3].image, load(STRANGERS[1]))  # not the cached old picture
+    assert not same_image(frames[3].image, first[3].image)
+    assert same_image(frames[6].image, load(STRANGERS[0]))
+    assert any("0 file(s) removed, 1 changed, 1 added; 7 to play" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_replay_lists_its_folder_again_within_the_rescan_time(people_folder):
+    with ReplayCamera(people_folder, fps=0, rescan=0.0) as camera:
+        camera.read()
+        time.sleep(0.05)  # past a tick of the kernel's coarse clock, which stamps mtimes
+        shutil.copy(STRANGERS[0], people_folder / "Colin_Powell" / "Colin_Powell_0001b.jpg")
+        second = camera.read()  # listed again before this frame, not at the end of the pass
+    assert same_image(second.image, load(STRANGERS[0]))
+
+
+def test_an_emptied_replay_folder_is_a_camera_error_not_cached_frames(people_folder):
+    with ReplayCamera(people_folder, fps=0) as camera:
+        assert len([camera.read() for _ in range(6)]) == 6
+        for path in people_folder.glob("*/*.jpg"):
+            path.unlink()
+        with pytest.raises(CameraError, match="is empty: its files were removed"):
+            camera.read()
+
+
 def test_replay_plays_a_single_image_file(tmp_path):
     with ReplayCamera(DATA / "couple.jpg", fps=0, loop=False) as camera:
         frames = read_all(camera)
@@ -528,6 +574,25 @@ def test_resilient_camera_survives_a_folder_that_vanishes_and_returns(tmp_path, 
     assert sum(m.startswith("camera lost: replay source") for m in messages) == 1
     (back,) = [m for m in messages if m.startswith("camera back after")]
     assert "replay:" in back
+
+
+def test_resilient_camera_is_down_while_the_replay_folder_is_empty(people_folder, caplog):
+    clock = FakeClock()
+    camera = ResilientCamera(lambda: ReplayCamera(people_folder, fps=0), clock=clock,
+                             sleep=clock.sleep)
+    photos = {path: path.read_bytes() for path in people_folder.glob("*/*.jpg")}
+    with caplog.at_level(logging.WARNING, logger="device.camera"), camera:
+        assert all(camera.read() is not None for _ in range(6))
+        for path in photos:
+            path.unlink()
+        assert [camera.read() for _ in range(5)] == [None] * 5
+        assert not camera.is_up and camera.outages == 1
+        for path, data in photos.items():
+            path.write_bytes(data)
+        assert any(camera.read() is not None for _ in range(30)) and camera.is_up
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("is empty: its files were removed" in m for m in messages) == 1
+    assert sum(m.startswith("camera back after") for m in messages) == 1
 
 
 def test_resilient_camera_starting_without_a_camera_waits_for_one(tmp_path):

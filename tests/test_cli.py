@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from device.cli import build_parser, main
@@ -192,3 +194,72 @@ def test_admins_and_api_tokens_are_managed_from_the_command_line(tmp_path):
     assert "nightly-backup" in listed and "active" in listed
     assert run("token", "revoke", token_id, "--db", db).returncode == 0
     assert "revoked" in run("token", "list", "--db", db).stdout
+
+
+@pytest.mark.parametrize("name", ["   ", "Ada\x1b[2J\x1b[H", "\u202eadA", "x" * 5000])
+def test_a_blank_or_unprintable_name_is_one_line_everywhere_a_name_enters(
+        tmp_path, monkeypatch, capsys, name):
+    db = str(tmp_path / "facegate.db")
+    from device.gallery import Gallery
+
+    with Gallery(db) as gallery:
+        gallery.add_person("Ada")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse battery\n"))
+    assert main(["admin", "add", "ada", "--db", db, "--password-stdin"]) == 0
+    capsys.readouterr()
+    for argv in (["people", "edit", "Ada", "--rename", name],
+                 *([["people", "edit", "Ada", "--external-id", name]] if name.strip() else []),
+                 ["token", "add", "ada", name],
+                 ["admin", "add", name, "--password-stdin"]):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse battery\n"))
+        db_args = [] if "--db" in argv else ["--db", db]
+        assert main([*argv, *db_args]) == 1, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("facegate: "), err
+        assert "\x1b" not in err and "\u202e" not in err and len(err) < 200
+    assert main(["people", "list", "--db", db]) == 0
+    assert capsys.readouterr().out.startswith("Ada\t")
+
+
+def _real_gallery(path: Path) -> bytes:
+    """A gallery with people, templates (JPEG crops) and events, as a file's bytes."""
+    from device.events import EventLog
+    from device.gallery import Gallery
+
+    rng = np.random.default_rng(7)
+    path.parent.mkdir()
+    with Gallery(path) as gallery:
+        for number in range(40):
+            person = gallery.add_person(f"Person {number}")
+            gallery.add_template(person.id, rng.normal(size=128).astype(np.float32), "sface",
+                                 {}, b"\xff\xd8\xff" + rng.bytes(6000), f"{number:064x}")
+    with EventLog(path, path.parent / "snapshots", door_id="front", stdout=io.StringIO()) as log:
+        for _ in range(50):
+            log.record("unknown", score=0.1)
+    with Gallery(path) as gallery:  # into the main file: a copy is one file, no -wal
+        gallery.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.read_bytes()
+
+
+@pytest.fixture
+def broken_galleries(tmp_path) -> dict[str, bytes]:
+    real = _real_gallery(tmp_path / "real" / "facegate.db")
+    assert len(real) > 100_000
+    return {"random bytes": np.random.default_rng(3).bytes(len(real)),
+            "truncated copy": real[: len(real) // 3], "empty file": b""}
+
+
+@pytest.mark.parametrize("command", [["people", "list"], ["events"], ["info"], ["run"]])
+@pytest.mark.parametrize("damage", ["random bytes", "truncated copy", "empty file"])
+def test_a_corrupt_or_empty_gallery_is_one_line_naming_the_file(
+        tmp_path, broken_galleries, capsys, command, damage):
+    data_dir = tmp_path / "door"
+    data_dir.mkdir()
+    database = data_dir / "facegate.db"
+    database.write_bytes(broken_galleries[damage])
+    assert main([*command, "--data-dir", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(database) in err and "backup" in err
+    assert database.read_bytes() == broken_galleries[damage]  # nothing was changed
+    assert sorted(p.name for p in data_dir.iterdir()) == ["facegate.db"]

@@ -214,6 +214,7 @@ def test_unknown_sections_and_keys_are_refused_with_a_suggestion(places, toml, t
         ("[events]\nmax_snapshot_mb = -1", "events.max_snapshot_mb in {path} must be from 0 to"),
         ("[events]\nsnapshot_frames = 'yes'", "events.snapshot_frames in {path} must be true or"),
         ("[web]\nenabled = 'no'", "web.enabled in {path} must be true or false, got 'no'"),
+        ("[web]\ncookie_secure = 1", "web.cookie_secure in {path} must be true or false"),
         ('[paths]\ndata_dir = ""', "paths.data_dir in {path} must be a path (a string in quotes)"),
     ],
 )
@@ -244,6 +245,12 @@ def test_a_bad_listen_address_is_refused(places, toml, listen):
 def test_a_listen_address_is_host_and_port(places, listen, host, port):
     web = load(overrides={"web.listen": listen}, places=places).web
     assert (web.host, web.port) == (host, port)
+
+
+def test_secure_cookies_are_off_unless_the_web_section_asks_for_them(places, toml):
+    assert load(places=places).web.cookie_secure is False
+    assert load(toml("[web]\ncookie_secure = true\n"), places=places).web.cookie_secure is True
+    assert load(overrides={"web.cookie_secure": "true"}, places=places).web.cookie_secure
 
 
 def test_more_votes_needed_than_the_window_holds_is_refused(places, toml):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import queue
 import signal
@@ -255,6 +256,29 @@ def test_a_camera_that_vanishes_and_returns_keeps_the_door_locked_meanwhile(
         rig.close()
 
 
+def test_a_replay_folder_emptied_while_playing_keeps_the_door_locked(
+        tmp_path, pipeline, factory, people, caplog):
+    scene = tmp_path / "scene"
+    write_scene(scene, [people["Colin_Powell"][1]], frames_each=6)
+    camera = ResilientCamera(lambda: ReplayCamera(scene, fps=0), backoff=(0.01,), poll=0.01)
+    rig = Rig(tmp_path, pipeline, factory, scene, camera=camera)
+    try:
+        for _ in range(6):  # one pass: every frame of Colin is cached by the replay
+            rig.loop.step()
+        for frame in scene.iterdir():
+            frame.unlink()
+        rig.enrol("Colin Powell", people["Colin_Powell"][0])  # cached frames would now grant
+        with caplog.at_level(logging.WARNING, logger="device.camera"):
+            for _ in range(20):
+                rig.loop.step()
+                assert rig.door.is_locked
+        assert not camera.is_up and camera.outages == 1
+        assert rig.energised_periods() == [] and "granted" not in rig.kinds()
+        assert any("is empty: its files were removed" in r.getMessage() for r in caplog.records)
+    finally:
+        rig.close()
+
+
 def test_schedules_are_read_in_the_doors_local_time():
     windows = parse_schedule(json.dumps(schedule_from_text("mon-fri 07:00-19:00; "
                                                            "sat 22:00-06:00")))
@@ -420,3 +444,37 @@ def test_the_live_view_serves_the_latest_frame_with_faces_labelled(pipeline, peo
     x1, y1, _, _ = (int(v) for v in faces[0].box)
     assert not np.array_equal(picture[y1 - 5, x1 + 5], frame[y1 - 5, x1 + 5])  # the label
     assert live.latest_jpeg() is live.latest_jpeg()  # encoded once per frame
+
+
+def test_a_run_killed_outright_is_an_unclean_shutdown_in_the_log_at_the_next_start(
+        tmp_path, people):
+    data = tmp_path / "data"
+    scene = tmp_path / "scene"
+    write_scene(scene, [None, STRANGERS[0]], frames_each=5)
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "device", "run", "--data-dir", str(data), "--camera",
+         str(scene), "--no-web"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = data / "facegate.running"
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and daemon.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), daemon.stderr.read().decode() if daemon.poll() else "slow"
+    finally:
+        daemon.kill()  # SIGKILL: no shutdown code runs, the marker stays
+        daemon.wait(timeout=30)
+        daemon.stderr.close()
+    assert marker.exists()
+    ran = cli("run", "--data-dir", str(data), "--camera", str(scene), "--exit-at-end",
+              "--no-web")
+    assert ran.returncode == 0, ran.stderr
+    assert "did not stop cleanly" in ran.stderr
+    assert not marker.exists()  # this run stopped cleanly
+    events = [json.loads(line) for line in
+              cli("events", "--data-dir", str(data), "--json").stdout.splitlines()]
+    unclean = [event for event in events if event["kind"] == "unclean_shutdown"]
+    assert len(unclean) == 1 and unclean[0]["detail"]["pid"] == daemon.pid
+    again = cli("run", "--data-dir", str(data), "--camera", str(scene), "--exit-at-end",
+                "--no-web")
+    assert again.returncode == 0 and "did not stop cleanly" not in again.stderr

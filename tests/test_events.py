@@ -20,6 +20,8 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from device.errors import EventNotFound, FacegateError, TimeUnreadable
 from device.events import (
@@ -464,3 +466,107 @@ def test_since_refuses_what_it_cannot_read_in_one_clear_sentence(text):
 
 def test_since_without_an_offset_is_local_time():
     assert parse_since("2024-06-10T14:30").tzinfo is not None
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00", "0001-01-01T00:00+14:00", "99999999d",
+                                  "9999-12-31T23:59:59-14:00", "9" * 5000 + "s"])
+def test_since_out_of_range_is_refused_in_one_sentence(text):
+    east = START.astimezone(timezone(timedelta(hours=14)))  # local midnight of year 1 is year 0
+    with pytest.raises(TimeUnreadable, match=r"too far in the past or the future") as caught:
+        parse_since(text, now=east)
+    assert len(str(caught.value)) < 200  # the text is quoted, never a page of it
+
+
+_NOWS = st.datetimes(min_value=datetime(1, 1, 3), max_value=datetime(9999, 12, 29),
+                     timezones=st.sampled_from([UTC, timezone(timedelta(hours=14)),
+                                                timezone(timedelta(hours=-14))]))
+
+
+def _readable_or_refused(text: str, now: datetime) -> None:
+    try:
+        when = parse_since(text, now=now)
+    except TimeUnreadable as error:
+        assert str(error)
+        return
+    assert isinstance(when, datetime) and when.tzinfo is not None
+    when.astimezone(UTC)  # the log filters by UTC text: that must exist
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(), now=_NOWS)
+def test_since_of_any_text_is_a_time_or_time_unreadable(text, now):
+    _readable_or_refused(text, now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.from_regex(r"\A(?:[0-9]{1,30}[smhdw]){1,4}\Z"), now=_NOWS)
+def test_any_age_is_a_time_or_time_unreadable(text, now):
+    _readable_or_refused(text, now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(when=st.datetimes(timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=14)),
+                                                    timezone(timedelta(hours=-14))])),
+       separator=st.sampled_from(["T", " "]), now=_NOWS)
+def test_any_iso_time_is_a_time_or_time_unreadable(when, separator, now):
+    _readable_or_refused(when.isoformat(separator), now)
+    _readable_or_refused(when.time().isoformat(), now)
+
+
+# --- Events the database refused -----------------------------------------------------------
+
+
+def _record_while_locked(db_path, snapshots, clock, count: int) -> list[Event]:
+    other = sqlite3.connect(db_path)
+    other.execute("BEGIN IMMEDIATE")  # the database refuses every row meanwhile
+    try:
+        with open_log(db_path, snapshots, clock, busy_timeout_s=0.01) as log:
+            recorded = []
+            for number in range(count):
+                clock.advance(seconds=1)
+                recorded.append(log.record("unknown", score=0.1, detail={"n": number}))
+    finally:
+        other.rollback()
+        other.close()
+    return recorded
+
+
+def test_events_the_database_refused_are_stored_at_the_next_start_once(
+        db_path, snapshots, clock, caplog):
+    refused = _record_while_locked(db_path, snapshots, clock, 30)
+    unsaved = db_path.parent / "events-unsaved.jsonl"
+    assert len(unsaved.read_text().splitlines()) == 30
+    with open_log(db_path, snapshots, clock) as log:
+        assert log.count() == 0
+        with caplog.at_level(logging.WARNING, logger="device.events"):
+            assert log.restore_unsaved() == 30
+        assert "30 events that the database had refused are now stored" in caplog.text
+        assert not unsaved.exists()
+        assert log.restore_unsaved() == 0  # twice is once
+        stored = list(reversed(log.list(limit=100)))
+    assert [event.id for event in stored] == [event.id for event in refused]
+    assert stored == refused  # every field, the detail included
+
+
+def test_a_retention_pass_stores_what_the_database_refused_while_it_was_full(
+        db_path, snapshots, clock):
+    other = sqlite3.connect(db_path)
+    other.execute("BEGIN IMMEDIATE")
+    with open_log(db_path, snapshots, clock, busy_timeout_s=0.01) as log:
+        event = log.record("manual_unlock", reason="ann")
+        (db_path.parent / "events-unsaved.jsonl").unlink()  # even the file was lost: memory
+        other.rollback()
+        other.close()
+        assert log.enforce()["events"] == 1
+        assert log.get(event.id) == event
+
+
+def test_an_unsaved_line_cut_short_is_dropped_and_the_others_are_stored(
+        db_path, snapshots, clock):
+    refused = _record_while_locked(db_path, snapshots, clock, 2)
+    unsaved = db_path.parent / "events-unsaved.jsonl"
+    with unsaved.open("a") as out:
+        out.write('{"id": "cut-sh')
+    with open_log(db_path, snapshots, clock) as log:
+        assert log.restore_unsaved() == 2
+        assert {event.id for event in log.list()} == {event.id for event in refused}

@@ -380,3 +380,15 @@ def test_two_galleries_on_one_file_see_each_others_writes(gallery_path, rng):
         assert daemon.change_seq() == cli.change_seq() > seen
         assert cli.remove_person(alice.id) == 1
         assert daemon.find_person("Alice") is None
+
+
+def test_only_a_missing_file_becomes_a_new_gallery_an_empty_one_is_refused(tmp_path):
+    from device.errors import GalleryUnreadable
+
+    empty = tmp_path / "facegate.db"
+    empty.touch()
+    with pytest.raises(GalleryUnreadable, match=r"facegate\.db cannot be used .*0 bytes.*backup"):
+        Gallery(empty)
+    assert empty.stat().st_size == 0
+    Gallery(tmp_path / "new.db").close()
+    assert (tmp_path / "new.db").stat().st_size > 0

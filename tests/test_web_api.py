@@ -28,6 +28,7 @@ from device.web import create_app
 from device.web.audit import list_audit
 from device.web.backup import backup_database, restore_database
 from device.web.services import Services
+from device.web.sessions import start_session
 from device.web.tokens import create_token, list_tokens, revoke_token
 from device.web.users import add_user, remove_user
 from tests.conftest import DATA, load
@@ -76,9 +77,10 @@ class Site:
 
     def sign_in(self, user) -> str:
         """Give the test client a signed-in session; return its CSRF token."""
+        sid = start_session(self.database, user.id, timedelta(minutes=30))
         with self.client.session_transaction() as session:
-            session.update(user_id=user.id, user_version=user.version, seen=time.time(),
-                           csrf="c" * 43)
+            session.update(sid=sid, user_id=user.id, user_version=user.version,
+                           seen=time.time(), csrf="c" * 43)
         return "c" * 43
 
     def count(self, table: str) -> int:
@@ -544,6 +546,14 @@ def test_events_are_filtered_paged_and_their_snapshots_served(site):
         assert_error(site.call("GET", f"/api/events{query}"), 400, field=field)
 
 
+@pytest.mark.parametrize(("query", "field"), [
+    ("since=99999999d", "since"), ("since=9999-12-31T23:59:59-14:00", "since"),
+    ("until=0001-01-01T00:00", "until"), ("offset=99999999999999999999", "offset"),
+    ("limit=%C2%B2", "limit"), ("offset=" + "9" * 5000, "offset")])
+def test_an_out_of_range_event_filter_is_a_400_naming_it(site, query, field):
+    assert_error(site.call("GET", f"/api/events?{query}", token="viewer"), 400, field=field)
+
+
 def test_a_snapshot_path_is_never_taken_from_outside_the_log(site, tmp_path):
     (tmp_path / "secret.jpg").write_bytes(b"\xff\xd8\xffsecret")
     with EventLog(site.database, site.snapshots, door_id="front", stdout=io.StringIO()) as log:
@@ -748,3 +758,19 @@ def test_api_md_shows_every_route(site):
             path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 assert f"{method} {path}" in text, f"{method} {path} is not in docs/api.md"
+
+
+@pytest.mark.parametrize("bad", ["   ", "Ada\x1b[2J", "\u202eadA", "x" * 5000])
+def test_the_api_refuses_the_names_the_store_refuses_naming_the_field(site, bad):
+    if bad.strip():
+        assert_error(site.call("POST", "/api/people", json={"name": bad}), 400, field="name")
+    else:
+        assert_error(site.call("POST", "/api/people", json={"name": bad}), 400, "empty",
+                     field="name")
+    person_id = add_person(site, "Ada")
+    assert_error(site.call("PATCH", f"/api/people/{person_id}", json={"name": bad}), 400,
+                 field="name")
+    if bad.strip():
+        assert_error(site.call("PATCH", f"/api/people/{person_id}", json={"external_id": bad}),
+                     400, "external id", field="external_id")
+    assert site.count("people") == 1

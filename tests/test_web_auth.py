@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import html
+import http.client
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from device.errors import UserExists, WeakPassword
 from device.web.auth import (
     add_user,
     admin_exists,
     create_setup_token,
+    same_site_path,
     set_password,
     verify_password,
 )
 from device.web.security import CSP, SlidingWindowLimiter
+from device.web.server import WebServer
 from device.web.users import password_matches
 from tests.web_support import (
     PASSWORD,
@@ -98,6 +107,87 @@ def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(app, client):
     assert response.location == "/"
 
 
+# Where a browser goes for a Location header: what it drops and what it takes for a slash
+# (the WHATWG URL standard), then urljoin's resolution against the page that redirected.
+SITE = "http://door.local/login"
+_IGNORED_AROUND = "".join(map(chr, range(0x21)))
+
+
+def browser_target(location: str) -> str:
+    cleaned = re.sub(r"[\t\n\r]", "", location.strip(_IGNORED_AROUND)).replace("\\", "/")
+    return urljoin(SITE, cleaned)
+
+
+def on_this_site(location: str) -> bool:
+    target = urlsplit(browser_target(location))
+    return (target.scheme, target.netloc) == ("http", "door.local")
+
+
+_TRICKS = "/\\\t\n\r :.@%?#\x00\x1f\x7fevil.example"
+NEXTS = st.one_of(
+    st.text(),
+    st.text(alphabet=_TRICKS, max_size=24),
+    st.builds(str.__add__, st.sampled_from(["/", "//", "/\\", "\\/", " /", "/\t/", "\t//",
+                                            "/\n/", "http:", "https://", "javascript:"]),
+              st.text(alphabet=_TRICKS, max_size=24)),
+)
+
+
+@pytest.mark.parametrize("target", [
+    "/\t/evil.example", "/\n/evil.example", "/\r\n/evil.example", "\t//evil.example",
+    " //evil.example", "/\\evil.example", "\\\\evil.example", "\\/evil.example",
+    "//evil.example", "https://evil.example/", "https:evil.example", "javascript:alert(1)",
+    "evil.example", "/\x00/evil.example", "", None,
+])
+def test_a_next_that_a_browser_would_follow_off_site_is_refused(target):
+    assert same_site_path(target) is None
+
+
+@pytest.mark.parametrize(("target", "path"), [
+    ("/log", "/log"), ("/log?since=2h&kind=granted", "/log?since=2h&kind=granted"),
+    ("/people/a-b#photos", "/people/a-b#photos"), ("/%2F/evil.example", "/%2F/evil.example"),
+    ("/lo\tg", "/log"),  # what the browser would have asked for
+])
+def test_a_next_on_this_site_is_kept_as_a_browser_reads_it(target, path):
+    assert same_site_path(target) == path
+
+
+@settings(max_examples=2000, deadline=None)
+@given(target=NEXTS)
+def test_whatever_next_says_the_path_kept_is_on_this_site(target):
+    path = same_site_path(target)
+    assert path is None or (path.startswith("/") and on_this_site(path))
+
+
+def test_a_tab_in_next_does_not_send_the_signed_in_admin_off_site(app, client):
+    add_user(app.config["DATABASE"], "ann", PASSWORD)
+    page = client.get("/login?next=/%09/evil.example").get_data(as_text=True)
+    kept = re.search(r'name="next" value="([^"]*)"', page)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
+    form = {"username": "ann", "password": PASSWORD, "csrf_token": token,
+            **({"next": html.unescape(kept[1])} if kept else {})}
+    response = client.post("/login", data=form)
+    assert response.status_code == 302 and response.location == "/"
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=NEXTS)
+@example(target="/\t/evil.example")
+@example(target="/\\/evil.example")
+def test_signing_in_always_redirects_to_a_path_on_this_site(app, target):
+    # The app is the same for every example, so the account may exist already.
+    if verify_password(app.config["DATABASE"], "ann", PASSWORD) is None:
+        add_user(app.config["DATABASE"], "ann", PASSWORD)
+    client = app.test_client()
+    client.get("/login?next=" + quote(target, safe=""))
+    response = client.post("/login", data={"username": "ann", "password": PASSWORD,
+                                           "next": target,
+                                           "csrf_token": csrf_from(client, "/login")})
+    assert response.status_code == 302
+    assert on_this_site(response.headers["Location"])
+
+
 def test_failed_sign_ins_are_throttled_per_address_and_per_name(make_app):
     app = make_app(LOGIN_RATE_LIMIT=3)
     database = app.config["DATABASE"]
@@ -127,6 +217,60 @@ def test_the_limiter_forgets_failures_once_the_window_has_passed():
     assert limiter.blocked("a") and not limiter.blocked("b")
     now[0] = 60.5
     assert not limiter.blocked("a")
+
+
+def test_of_many_parallel_attempts_at_most_the_limit_are_counted_in():
+    limiter = SlidingWindowLimiter(5, 60)
+    start = threading.Barrier(40)
+
+    def attempt(_: int) -> bool:
+        start.wait()
+        return limiter.acquire("address", "name")
+
+    with ThreadPoolExecutor(40) as pool:
+        assert sum(pool.map(attempt, range(40))) == 5
+    limiter.release("address")
+    assert limiter.acquire("address") and not limiter.acquire("name")
+
+
+@pytest.mark.parametrize("parallel", [40, 80])
+def test_parallel_wrong_passwords_get_no_more_checks_than_the_limit(make_app, parallel):
+    """Through waitress, as the daemon serves it: every guess at once, from one browser."""
+    app = make_app(LOGIN_RATE_LIMIT=5)
+    database = app.config["DATABASE"]
+    add_user(database, "ann", PASSWORD)
+    server = WebServer(app, "127.0.0.1", 0, threads=8)
+    try:
+        status, headers, page = _http(server.port, "GET", "/login")
+        cookie = headers["Set-Cookie"].split(";", 1)[0]
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)[1]
+        body = urlencode({"username": "ann", "password": "wrong guess", "csrf_token": token})
+        start = threading.Barrier(parallel)
+
+        def guess(_: int) -> int:
+            start.wait()
+            return _http(server.port, "POST", "/login", body, {
+                "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})[0]
+
+        with ThreadPoolExecutor(parallel) as pool:
+            statuses = list(pool.map(guess, range(parallel)))
+    finally:
+        server.close()
+    assert statuses.count(401) == 5 and statuses.count(429) == parallel - 5
+    actions = audit_actions(database)
+    assert actions.count("sign_in_failed") == 5  # one per password checked
+    assert actions.count("sign_in_throttled") == parallel - 5
+
+
+def _http(port: int, method: str, path: str, body: str | None = None,
+          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        connection.close()
 
 
 def test_signing_out_ends_the_session_and_is_audited(app, admin):

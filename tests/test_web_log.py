@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import cv2
@@ -123,6 +124,33 @@ def test_a_bad_time_filter_is_explained(admin, events):
     assert admin.get("/log?kind=nonsense").status_code == 400
 
 
+@pytest.fixture
+def east_of_utc(monkeypatch):
+    """The machine's local zone 14 hours east of UTC: local year 1 begins in UTC year 0."""
+    monkeypatch.setenv("TZ", "UTC-14")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("query", ["since=0001-01-01T00:00", "until=9999-12-31T23:59:59-14:00",
+                                   "since=99999999d", "page=99999999999999999999", "page=0",
+                                   "page=%C2%B2", "page=x"])
+def test_an_out_of_range_filter_or_page_is_a_400_with_one_sentence(admin, events, query,
+                                                                     east_of_utc):
+    response = admin.get(f"/log?{query}")
+    assert response.status_code == 400
+    field = query.split("=")[0]
+    message = re.search(rf'id="error-{field}">([^<]+)<', response.get_data(as_text=True))[1]
+    assert message.endswith(".") and message.count(". ") == 0
+    assert admin.get(f"/log.csv?{query}").status_code in (200, 400)  # never a 500
+
+
+def test_the_log_reads_ages_like_the_cli(admin, events):
+    assert admin.get("/log?since=2h").status_code == 200
+
+
 def test_the_csv_export_has_the_same_filters(admin, events):
     page = admin.get("/log?kind=denied").get_data(as_text=True)
     link = re.search(r'<a id="export-csv"[^>]*href="([^"]+)"', page)[1]
@@ -197,3 +225,8 @@ def test_a_door_opened_while_locked_shows_as_forced(make_app, services, pin_fact
             log.record("forced_open")  # as the daemon logs the door's event
         page = client.get("/").get_data(as_text=True)
         assert re.search(r'id="door-state"[^>]*>forced<', page)
+
+
+def test_an_audit_page_number_out_of_range_is_a_400(admin):
+    assert admin.get("/audit?page=99999999999999999999").status_code == 400
+    assert admin.get("/audit?page=2").status_code == 200

@@ -97,7 +97,7 @@ def test_an_upload_enrols_good_photos_and_refuses_bad_ones_with_reasons(app, adm
     assert [status for status, _ in outcomes] == ["accepted", "pending", "refused", "refused"]
     assert "2 faces of similar size found" in outcomes[1][1]
     assert "no face found" in outcomes[2][1]
-    assert "not an image OpenCV can decode" in outcomes[3][1]
+    assert "not an image facegate can read" in outcomes[3][1]
     page = response.get_data(as_text=True)
     assert re.search(r'<li class="accepted">\s*<img class="crop" src="/templates/[^"]+/crop.jpg"',
                      page)
@@ -417,3 +417,12 @@ def test_deleting_a_person_deletes_their_held_back_photos(app, admin):
     assert list(pending.glob("*.img"))
     post(admin, f"/people/{other}/delete", page=f"/people/{other}/delete")
     assert not list(pending.iterdir())
+
+
+def test_a_name_with_terminal_escapes_or_a_bidi_override_is_refused(app, admin):
+    for name in ("Ada\x1b[2J", "\u202eadA", "x" * 5000):
+        response = post(admin, "/people/new", {"name": name}, page="/people/new")
+        assert response.status_code == 400
+        assert 'id="error-name"' in response.get_data(as_text=True)
+    with gallery_of(app) as gallery:
+        assert gallery.counts()["people"] == 0

@@ -7,6 +7,9 @@ import http.client
 import json
 import stat
 
+from device.config import Places, load_config
+from device.daemon.live import LiveFrames
+from device.daemon.run import web_app
 from device.gallery.store import Gallery
 from device.web import create_app
 from device.web.auth import add_user
@@ -49,3 +52,16 @@ def test_a_setup_link_is_made_only_while_there_is_no_admin(tmp_path):
     assert setup_link(database, "http://door.local:8080") is not None
     add_user(database, "ann", "long enough")
     assert setup_link(database, "http://door.local:8080") is None
+
+
+def test_the_daemon_marks_the_cookie_secure_when_the_configuration_says_so(tmp_path, door):
+    places = Places(system_config=tmp_path / "none.toml", system_data_dir=tmp_path / "none",
+                    project_dir=None)
+    cookies = {}
+    for secure in (False, True):
+        config = load_config(None, {"paths.data_dir": str(tmp_path / "data"),
+                                    "web.cookie_secure": secure}, environ={}, places=places)
+        app = web_app(config, door, LiveFrames())
+        assert app.config["SESSION_COOKIE_SECURE"] is secure
+        cookies[secure] = app.test_client().get("/login").headers["Set-Cookie"]
+    assert "; Secure" not in cookies[False] and "; Secure" in cookies[True]

@@ -11,6 +11,7 @@ No schedule means any time.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -20,6 +21,8 @@ from device.gallery.store import Person
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+log = logging.getLogger(__name__)
 
 
 class ScheduleInvalid(FacegateError):
@@ -101,9 +104,23 @@ def door_time(text: str | None) -> datetime | None:
 
 
 def access_refusal(person: Person, now: datetime) -> str | None:
-    """Why ``person`` may not enter at ``now`` (timezone-aware, local), or None if they may."""
+    """Why ``person`` may not enter at ``now`` (timezone-aware, local), or None if they may.
+
+    Rules that cannot be read (a row edited by hand: a time without a zone, a schedule that
+    is not the shape above) refuse with "unreadable access rules" and are logged: the door
+    stays locked for that person and goes on serving everyone else.
+    """
     if not person.active:
         return "inactive"
+    try:
+        return _rules_refusal(person, now)
+    except (ScheduleInvalid, ValueError, TypeError, AttributeError, RecursionError) as error:
+        log.error("refusing %s (%s): their access rules cannot be read (%s)",
+                  person.name, person.id, error)
+        return "unreadable access rules"
+
+
+def _rules_refusal(person: Person, now: datetime) -> str | None:
     if person.valid_from and now < datetime.fromisoformat(person.valid_from):
         return "not yet valid"
     if person.valid_until and now >= datetime.fromisoformat(person.valid_until):

@@ -20,6 +20,7 @@ from device.camera import ResilientCamera, open_camera
 from device.config import Config
 from device.daemon.live import LiveFrames
 from device.daemon.loop import DoorLoop, LoopSettings
+from device.daemon.running import clear_running, mark_running
 from device.daemon.scenes import demo_scene
 from device.daemon.systemd import Notifier
 from device.door import Door, DoorSettings
@@ -31,6 +32,8 @@ from device.site_settings import apply_site_settings, read_site_settings, site_s
 from device.vision.pipeline import FacePipeline
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from device.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -123,10 +126,10 @@ def retention_for(config: Config) -> Retention:
                      max_snapshot_bytes=e.max_snapshot_bytes, min_free_bytes=e.min_free_bytes)
 
 
-def start_web(config: Config, door: Door, live: LiveFrames) -> WebServer:
-    """The admin page on ``web.listen``, sharing this process's door and camera view."""
+def web_app(config: Config, door: Door, live: LiveFrames) -> Flask:
+    """The admin page's app, sharing this process's door and camera view."""
     from device.web import create_app
-    from device.web.server import WebServer, load_or_create_secret_key, setup_link
+    from device.web.server import load_or_create_secret_key
     from device.web.services import Services
 
     # The page gets its own pipeline (TFLite interpreters are not shared across threads),
@@ -134,10 +137,17 @@ def start_web(config: Config, door: Door, live: LiveFrames) -> WebServer:
     services = Services(database=config.paths.database, snapshots=config.paths.snapshots,
                         models_dir=config.recognition.models_dir, door=door, live=live,
                         config=config)
-    app = create_app({"SECRET_KEY": load_or_create_secret_key(config.paths.data_dir),
-                      "DATABASE": config.paths.database,
-                      "SNAPSHOTS_DIR": config.paths.snapshots}, services=services)
-    server = WebServer(app, config.web.host, config.web.port)
+    return create_app({"SECRET_KEY": load_or_create_secret_key(config.paths.data_dir),
+                       "DATABASE": config.paths.database,
+                       "SNAPSHOTS_DIR": config.paths.snapshots,
+                       "SESSION_COOKIE_SECURE": config.web.cookie_secure}, services=services)
+
+
+def start_web(config: Config, door: Door, live: LiveFrames) -> WebServer:
+    """The admin page on ``web.listen`` (:func:`web_app`), served from a thread."""
+    from device.web.server import WebServer, setup_link
+
+    server = WebServer(web_app(config, door, live), config.web.host, config.web.port)
     log.info("admin page on %s/", server.url)
     link = setup_link(config.paths.database, server.url)
     if link:
@@ -159,6 +169,7 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
     door = Door(door_settings(config), on_event=lambda kind, detail:
                 door_events.put((kind, detail)))
     web: WebServer | None = None
+    marker: Path | None = None
 
     def on_signal(signum: int, _frame: object) -> None:
         door.relock()  # at once, not after the frame being processed
@@ -188,6 +199,8 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
         live = LiveFrames()
         with Gallery(config.paths.database) as gallery, open_event_log(config) as events, \
                 camera:
+            events.restore_unsaved()  # events the database refused before the last stop
+            marker = mark_running(config.paths.data_dir, events)
             identifier = Identifier(pipeline, gallery, decision, load_model=load_model)
             loop = DoorLoop(camera=camera, identifier=identifier,
                             door=door, events=events, settings=loop_settings(config),
@@ -225,6 +238,8 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
         door.close()  # fail-secure: the relay is de-energised whatever happened above
         if web is not None:
             web.close()
+        if marker is not None:
+            clear_running(marker)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

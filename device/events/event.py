@@ -22,8 +22,11 @@ KINDS = (
     "exit_button",
     "manual_unlock",
     "door_closed",
+    "unclean_shutdown",
 )
-"""What an event can record: a face decision (the first three) or something the door did."""
+"""What an event can record: a face decision (the first three), something the door did, or
+``unclean_shutdown``: the daemon found, at start, that its last run never stopped cleanly
+(killed, crashed, power lost), so a hold-open or an unlock then may have left no record."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,12 @@ Recording never raises because of the disk: when the snapshots cannot be written
 full, folder unwritable, free space below the floor) the row is written without them, and
 when the row cannot be written (the file is locked or full) the event still reaches the
 JSON line on stdout. A door must not stay shut, nor open, because its log failed.
+
+An event whose row could not be written is also kept for later: in memory, and as one JSON
+line in the *unsaved* file beside the database (``events-unsaved.jsonl``; on a disk so full
+that even that append fails, memory alone keeps it until this process stops).
+:meth:`EventLog.restore_unsaved` puts them into the database by event id, so twice is the
+same as once; it runs at each retention pass and when the daemon starts.
 """
 
 from __future__ import annotations
@@ -38,12 +44,15 @@ from device.events.snapshots import (
 )
 from device.events.text import journal_line
 from device.gallery.migrations import MIGRATIONS, migrate, write_transaction
+from device.gallery.store import refuse_empty_file, unreadable_as_error
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 500  # rows per retention transaction: the write lock is never held for long
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"  # named columns: later ones may exist
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+UNSAVED_FILE = "events-unsaved.jsonl"
+_MAX_UNSAVED = 10_000  # events kept in memory while the database refuses them
 
 
 def _utc_now() -> datetime:
@@ -78,10 +87,14 @@ class EventLog:
         disk_usage: Callable[[Path], Any] = shutil.disk_usage,
         write_file: Writer = write_atomic,
         busy_timeout_s: float = 5.0,
+        unsaved_path: str | Path | None = None,
     ) -> None:
         if not door_id or not isinstance(door_id, str):
             raise ValueError("door_id must be a non-empty string (the door's name in the log)")
         self.path = Path(db_path)
+        self.unsaved_path = (Path(unsaved_path) if unsaved_path is not None
+                             else self.path.parent / UNSAVED_FILE)
+        self._unsaved: dict[str, Event] = {}  # id -> event, in the order they happened
         self.door_id = door_id
         self.retention = retention if retention is not None else Retention()
         self.frames = frames
@@ -95,10 +108,12 @@ class EventLog:
         # only ever lower the truth (delete_person), so the estimate errs on the safe side.
         self._events: int | None = None
         self._snapshot_bytes = 0
+        refuse_empty_file(self.path)
         self.db = Database(sqlite3.connect(str(db_path), timeout=busy_timeout_s))
         try:
-            self.db.enable_wal()
-            migrate(self.db, MIGRATIONS)
+            with unreadable_as_error(self.path):
+                self.db.enable_wal()
+                migrate(self.db, MIGRATIONS)
         except BaseException:
             self.db.close()
             raise
@@ -165,6 +180,7 @@ class EventLog:
             self.snapshots.remove([event.face_path, event.frame_path])
             event = replace(event, face_path=None, frame_path=None, snapshot_bytes=0)
             self._print(event)
+            self._keep_unsaved(event)
             return event
         self._print(event)
         self._enforce_when_due(event)
@@ -215,6 +231,72 @@ class EventLog:
                 f"INSERT INTO events ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                 list(row.values()),
             )
+
+    def _keep_unsaved(self, event: Event) -> None:
+        if len(self._unsaved) < _MAX_UNSAVED:
+            self._unsaved[event.id] = event
+        try:
+            with self.unsaved_path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(event.to_json()) + "\n")
+        except OSError as error:
+            logger.warning("event %s not kept in %s either (%s): only memory keeps it",
+                           event.id, self.unsaved_path, error)
+
+    def restore_unsaved(self) -> int:
+        """Put the events the database refused (kept in memory and in the unsaved file) into
+        it; return how many were new to it. Idempotent: an event already there (by id) is
+        skipped. The file is removed once every line in it is in the database; a line that
+        is not an event is logged and dropped. Raises nothing: a database still full keeps
+        them for the next try."""
+        pending = dict(self._unsaved)
+        for event in self._read_unsaved_file():
+            pending.setdefault(event.id, event)
+        if not pending:
+            return 0
+        try:
+            with write_transaction(self.db):
+                added = sum(self._insert_new(event) for event in pending.values())
+        except sqlite3.Error as error:
+            logger.warning("%d unsaved events still not stored in %s (%s): will try again",
+                           len(pending), self.path, error)
+            return 0
+        self._unsaved.clear()
+        try:
+            self.unsaved_path.unlink(missing_ok=True)
+        except OSError as error:  # harmless: the next pass finds them stored already
+            logger.warning("cannot remove %s: %s", self.unsaved_path, error)
+        if added:
+            logger.warning("%d events that the database had refused are now stored in it",
+                           added)
+            self._events = None  # the totals are reloaded at the next record
+        return added
+
+    def _read_unsaved_file(self) -> list[Event]:
+        try:
+            text = self.unsaved_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as error:
+            logger.warning("cannot read %s: %s", self.unsaved_path, error)
+            return []
+        events = []
+        for number, line in enumerate(text.splitlines(), 1):
+            try:
+                data = json.loads(line)
+                events.append(Event(**{name: data[name] for name in COLUMNS}))
+            except (ValueError, TypeError, KeyError):  # a line cut short by a full disk
+                if line.strip():
+                    logger.warning("%s line %d is not an event: dropped", self.unsaved_path,
+                                   number)
+        return events
+
+    def _insert_new(self, event: Event) -> bool:
+        row = event.to_json()
+        row["detail"] = None if event.detail is None else json.dumps(event.detail)
+        cursor = self.db.execute(
+            f"INSERT OR IGNORE INTO events ({', '.join(row)})"
+            f" VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        return cursor.rowcount == 1
 
     def _print(self, event: Event) -> None:
         stream = self._stdout if self._stdout is not None else sys.stdout
@@ -335,6 +417,7 @@ class EventLog:
         Cheap when there is nothing to do (a few indexed queries and one ``statvfs``). A
         file that cannot be deleted is logged and its row kept, to be tried next time.
         """
+        self.restore_unsaved()
         cutoff = utc_text(self._now() - timedelta(days=self.retention.max_age_days))
         report = {"expired": self._delete_oldest("at < ?", [cutoff])}
         excess = self.count() - self.retention.max_events

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from device.errors import TimeUnreadable
 from device.events.event import Event
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _AGE = re.compile(r"(?:\d+[smhdw])+")
+_MAX_DIGITS = 12  # more than a trillion weeks is no age; int() also refuses 4,300 digits
 
 
 def journal_line(event: Event) -> str:
@@ -65,17 +66,36 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     zone = None if now is None else now.tzinfo
     now = datetime.now().astimezone() if now is None else now
     compact = cleaned.replace(" ", "").lower()
-    if _AGE.fullmatch(compact):
-        amounts = re.findall(r"(\d+)([smhdw])", compact)
-        return now - sum((timedelta(**{_UNITS[unit]: int(n)}) for n, unit in amounts),
-                         timedelta())
-    when = _iso(cleaned, now, zone)
+    try:
+        if _AGE.fullmatch(compact):
+            when = now - _age(compact)
+        else:
+            when = _iso(cleaned, now, zone)
+        if when is not None:
+            when.astimezone(UTC)  # the log compares UTC text: it must have a UTC year too
+    except (OverflowError, ValueError):  # a year outside 1..9999, a number beyond reason
+        raise TimeUnreadable(
+            f"{_shown(text)} is too far in the past or the future to search the log by"
+        ) from None
     if when is None:
         raise TimeUnreadable(
-            f"cannot read {text!r} as a time: give an ISO date or time (2024-06-11, "
+            f"cannot read {_shown(text)} as a time: give an ISO date or time (2024-06-11, "
             "2024-06-11T14:30, 14:30) or an age such as 10m, 2h or 3d"
         )
     return when
+
+
+def _age(compact: str) -> timedelta:
+    amounts = re.findall(r"(\d+)([smhdw])", compact)
+    if any(len(n) > _MAX_DIGITS for n, _unit in amounts):
+        raise OverflowError("too many digits")
+    return sum((timedelta(**{_UNITS[unit]: int(n)}) for n, unit in amounts), timedelta())
+
+
+def _shown(text: str) -> str:
+    """The text as quoted in an error: never a page of it."""
+    text = str(text)
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
 
 
 def _iso(text: str, now: datetime, zone: tzinfo | None) -> datetime | None:

@@ -312,10 +312,31 @@ def _template_sources_and_gallery_model(db: Database) -> None:
     )
 
 
+def _create_sessions(db: Database) -> None:
+    # The admin page's signed-in sessions, so that signing out, a new password or removing
+    # the account ends a session on the door and not only in the browser that asked: a copy
+    # of the cookie taken before dies with it. Only the SHA-256 of a session's random id is
+    # kept, so a copy of the file rebuilds no cookie. A revoked session keeps its row for a
+    # day (see device/web/sessions.py); removing the account removes its sessions.
+    db.execute(
+        """
+        CREATE TABLE sessions (
+            id_hash TEXT PRIMARY KEY NOT NULL,
+            user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            revoked_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX sessions_user ON sessions (user_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "people, templates and the change log", _create_people_templates_changes),
     Migration(2, "the access log (events)", _create_events),
     Migration(3, "web users, audit log, site settings and set-up tokens", _create_web_tables),
     Migration(4, "API tokens", _create_api_tokens),
     Migration(5, "template sources and the gallery's model", _template_sources_and_gallery_model),
+    Migration(6, "the admin page's sessions", _create_sessions),
 )

@@ -15,11 +15,14 @@ running daemon, cheaply, that it should reload its matcher.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +31,15 @@ from typing import Any
 import numpy as np
 from sqlite_utils import Database
 
-from device.errors import DuplicateTemplate, FacegateError, ModelMismatch, PersonNotFound
+from device.errors import (
+    DuplicateTemplate,
+    FacegateError,
+    GalleryUnreadable,
+    ModelMismatch,
+    PersonNotFound,
+)
 from device.gallery.migrations import MIGRATIONS, Migration, migrate, write_transaction
+from device.gallery.names import clean_name, clean_optional_name
 
 # Bytes on disk are little-endian whatever the machine, so a gallery file can be copied
 # between a Pi and a PC (and, later, replicated between doors).
@@ -37,6 +47,8 @@ EMBEDDING_DTYPE = np.dtype("<f4")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 TEMPLATE_SOURCES = ("upload", "capture", "cli", "api")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,13 +126,15 @@ class Gallery:
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         self.path = Path(path)
+        refuse_empty_file(self.path)
         self.db = Database(sqlite3.connect(str(path), timeout=busy_timeout_s))
         try:
-            # Per connection, and off by default in SQLite: without it ON DELETE CASCADE and
-            # REFERENCES are silently ignored.
-            self.db.execute("PRAGMA foreign_keys = ON")
-            _enable_wal(self.db, busy_timeout_s)
-            migrate(self.db, migrations)
+            with unreadable_as_error(self.path):
+                # Per connection, and off by default in SQLite: without it ON DELETE CASCADE
+                # and REFERENCES are silently ignored.
+                self.db.execute("PRAGMA foreign_keys = ON")
+                _enable_wal(self.db, busy_timeout_s)
+                migrate(self.db, migrations)
         except BaseException:
             self.db.close()
             raise
@@ -142,7 +156,7 @@ class Gallery:
         person = Person(
             id=str(uuid.uuid4()),
             name=_clean_name(name),
-            external_id=external_id,
+            external_id=_clean_external_id(external_id),
             active=bool(active),
             valid_from=None,
             valid_until=None,
@@ -156,7 +170,7 @@ class Gallery:
             self.db.execute(
                 "INSERT INTO people (id, name, external_id, active, created_at, updated_at,"
                 " version) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [person.id, person.name, external_id, int(person.active), now, now, 1],
+                [person.id, person.name, person.external_id, int(person.active), now, now, 1],
             )
         return person
 
@@ -364,7 +378,9 @@ class Gallery:
         ``person_ids[i]``; rows come grouped by person. With no template of that model it is
         empty with shape (0, 0). Inactive people are included on purpose: the door should
         recognise a deactivated person and refuse them, not match their face to whoever is
-        next closest.
+        next closest. A template that does not decode (a blob of the wrong length, a length
+        other than most of the model's, NaN, infinity or all zeros: a file edited by hand) is
+        logged and left out rather than raised: the door goes on knowing everyone else.
         """
         rows = self.db.execute(
             "SELECT person_id, id, dim, embedding FROM templates WHERE model = ?"
@@ -373,13 +389,25 @@ class Gallery:
         ).fetchall()
         if not rows:
             return [], [], np.empty((0, 0), np.float32)
+        rows = _decodable(model, rows)
+        if not rows:
+            return [], [], np.empty((0, 0), np.float32)
         person_ids, template_ids, dims, blobs = (list(column) for column in zip(*rows, strict=True))
-        if len(set(dims)) != 1:
-            raise ModelMismatch(f"templates of model {model!r} have mixed lengths {set(dims)}")
         # One join and one frombuffer instead of a row-by-row copy; a bytearray makes the
         # array writable without a second copy of what can be a few hundred megabytes.
         matrix = np.frombuffer(bytearray().join(blobs), EMBEDDING_DTYPE)
         matrix = matrix.reshape(len(rows), dims[0]).astype(np.float32, copy=False)
+        usable = np.isfinite(matrix).all(axis=1) & matrix.any(axis=1)
+        if not usable.all():
+            for row in np.flatnonzero(~usable):
+                log.error("skipping template %s of model %s: its embedding is all zeros or "
+                          "holds NaN or infinity", template_ids[row], model)
+            keep = usable.tolist()
+            person_ids = [p for p, ok in zip(person_ids, keep, strict=True) if ok]
+            template_ids = [t for t, ok in zip(template_ids, keep, strict=True) if ok]
+            matrix = np.ascontiguousarray(matrix[usable])
+            if not person_ids:
+                return [], [], np.empty((0, 0), np.float32)
         return person_ids, template_ids, matrix
 
     def templates_with_crops(self, model: str | None = None) -> Iterator[Template]:
@@ -474,6 +502,71 @@ class Gallery:
             )
 
 
+def _decodable(model: str, rows: list[tuple]) -> list[tuple]:
+    """The ``(person_id, id, dim, embedding)`` rows the matcher can use; every other one is
+    logged and left out, so one row edited by hand (or restored from a damaged file) costs
+    its own template, never the door. The length most templates of ``model`` have wins."""
+    fitting = [row for row in rows if isinstance(row[2], int) and row[2] > 0
+               and isinstance(row[3], bytes) and len(row[3]) == row[2] * EMBEDDING_DTYPE.itemsize]
+    dims = Counter(row[2] for row in fitting)
+    dim = max(dims, key=lambda d: (dims[d], -d)) if dims else None
+    kept = [row for row in fitting if row[2] == dim]
+    if len(kept) < len(rows):
+        kept_ids = {row[1] for row in kept}
+        for row in rows:
+            if row[1] not in kept_ids:
+                log.error("skipping template %s of model %s: its embedding does not decode "
+                          "as %s float32 numbers (dim %r, %s bytes)", row[1], model, dim,
+                          row[2], len(row[3]) if isinstance(row[3], bytes) else "not")
+    return kept
+
+
+# --- A file that is no database ---------------------------------------------------------------
+
+_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_EMPTY_GRACE_S = 0.5  # how long a 0-byte file may be a gallery another process is creating
+
+
+def refuse_empty_file(path: Path) -> None:
+    """Refuse an existing 0-byte file with :class:`GalleryUnreadable`.
+
+    SQLite would quietly make it a new, empty gallery: no people and, worse, no accounts, so
+    a door whose file was emptied (a full disk, a bad copy) would start as a new one. Only a
+    missing file becomes a new gallery. A process that is creating the file this moment
+    leaves it at 0 bytes for a few milliseconds, so a 0-byte file is given a moment first.
+    """
+    deadline = time.monotonic() + _EMPTY_GRACE_S
+    while _is_empty_file(path):
+        if time.monotonic() > deadline:
+            raise GalleryUnreadable(_unreadable_message(path, "it is empty (0 bytes)"))
+        time.sleep(0.02)
+
+
+def _is_empty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+@contextmanager
+def unreadable_as_error(path: Path) -> Iterator[None]:
+    """Turn SQLite's "file is not a database" and "database disk image is malformed" into
+    :class:`GalleryUnreadable` naming ``path``; other errors (locked, I/O) pass unchanged."""
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        if getattr(error, "sqlite_errorcode", None) not in _CORRUPT:
+            raise
+        raise GalleryUnreadable(_unreadable_message(path, f"SQLite says: {error}")) from None
+
+
+def _unreadable_message(path: Path, why: str) -> str:
+    return (f"the gallery file {path} cannot be used ({why}); nothing was changed: stop "
+            f"facegate and copy a backup (one downloaded from the admin page) over it, or move "
+            f"it aside to start a new, empty gallery")
+
+
 def _enable_wal(db: Database, timeout_s: float) -> None:
     """Switch the file to WAL mode, waiting up to ``timeout_s`` for the lock it needs.
 
@@ -526,10 +619,11 @@ def _template(row: dict[str, Any]) -> Template:
 
 
 def _clean_name(name: str) -> str:
-    cleaned = " ".join(str(name).split())
-    if not cleaned:
-        raise ValueError("a person's name cannot be empty")
-    return cleaned
+    return clean_name(name, what="a person's name")
+
+
+def _clean_external_id(value: object) -> str | None:
+    return clean_optional_name(value, what="an external id", field="external_id")
 
 
 def _clean_model(model: str) -> str:
@@ -597,10 +691,6 @@ def _as_schedule(value: object) -> str | None:
     return json.dumps(value, sort_keys=True)
 
 
-def _optional_text(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
 def _as_flag(value: object) -> int:
     if not isinstance(value, bool | int | np.bool_) or value not in (0, 1):
         raise ValueError(f"active must be True or False, got {value!r}")
@@ -609,7 +699,7 @@ def _as_flag(value: object) -> int:
 
 _PERSON_FIELDS = {
     "name": _clean_name,
-    "external_id": _optional_text,
+    "external_id": _clean_external_id,
     "active": _as_flag,
     "valid_from": _as_utc_time,
     "valid_until": _as_utc_time,

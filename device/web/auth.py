@@ -7,6 +7,10 @@ the one place the CLI, the daemon and the API import them from.
 
 from __future__ import annotations
 
+import re
+import sqlite3
+from urllib.parse import urlsplit
+
 from flask import (
     Blueprint,
     abort,
@@ -21,9 +25,9 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from device.errors import FacegateError
-from device.web.audit import audit
+from device.web.audit import audit, audit_after
 from device.web.error_pages import sentence
-from device.web.roles import admin_required, current_user, login_required, sign_in
+from device.web.roles import admin_required, current_user, login_required, sign_in, sign_out
 from device.web.security import SlidingWindowLimiter
 from device.web.users import (
     ROLES,
@@ -57,6 +61,7 @@ __all__ = [
     "login_required",
     "password_matches",
     "remove_user",
+    "same_site_path",
     "set_password",
     "setup_token_valid",
     "use_setup_token",
@@ -67,6 +72,8 @@ bp = Blueprint("auth", __name__)
 
 WRONG = "Wrong name or password."
 THROTTLED = "Too many failed sign-ins; wait a minute and try again."
+UNWRITABLE = ("The door cannot write to its database now (is its disk full?), so you cannot "
+              "be signed in; free some space and try again.")
 
 
 def _limiter() -> SlidingWindowLimiter:
@@ -78,24 +85,32 @@ def login() -> str | Response | tuple[str, int]:
     if request.method == "GET":
         if current_user() is not None:
             return redirect(url_for("dashboard.index"))
-        return render_template("login.html", next=_safe_next(request.args.get("next")))
+        return render_template("login.html", next=same_site_path(request.args.get("next")))
     name = " ".join(request.form.get("username", "").split())[:100]
     password = request.form.get("password", "")
-    target = _safe_next(request.form.get("next"))
+    target = same_site_path(request.form.get("next"))
     keys = (("address", request.remote_addr), ("user", name.casefold()))
-    if _limiter().blocked(*keys):
-        audit("sign_in_throttled", {"name": name}, user=name or None)
+    # Counted as a failure before the password is checked (and given back if it was right),
+    # so that guesses sent in parallel are counted while they are still being hashed.
+    if not _limiter().acquire(*keys):
+        audit_after("sign_in_throttled", {"name": name}, user=name or None)
         flash(THROTTLED, "error")
         return render_template("login.html", next=target, name=name), 429
     user = verify_password(current_app.config["DATABASE"], name, password) if name else None
     if user is None:
-        _limiter().hit(*keys)
-        audit("sign_in_failed", {"name": name}, user=name or None)
+        audit_after("sign_in_failed", {"name": name}, user=name or None)
         flash(WRONG, "error")
         return render_template("login.html", next=target, name=name), 401
+    _limiter().release(keys[0])
     _limiter().forget(keys[1])
-    sign_in(user)
-    audit("sign_in", {"role": user.role})
+    try:
+        sign_in(user)
+    except (sqlite3.Error, OSError) as error:  # a full disk: refused clearly, never a 500
+        current_app.logger.error("sign-in of %s failed: %s", user.name, error)
+        session.clear()
+        flash(UNWRITABLE, "error")
+        return render_template("login.html", next=target, name=name), 503
+    audit_after("sign_in", {"role": user.role})
     return redirect(target or url_for("dashboard.index"))
 
 
@@ -103,7 +118,7 @@ def login() -> str | Response | tuple[str, int]:
 def logout() -> Response:
     if current_user() is not None:
         audit("sign_out")
-    session.clear()
+    sign_out()
     flash("Signed out.", "info")
     return redirect(url_for("auth.login"))
 
@@ -132,8 +147,27 @@ def setup(token: str) -> str | Response | tuple[str, int]:
     return redirect(url_for("dashboard.index"))
 
 
-def _safe_next(target: str | None) -> str | None:
-    """Only a path on this site: never ``//evil.example`` or ``https://...``."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+def same_site_path(target: str | None) -> str | None:
+    """``target`` as a path on this site, or None for anything a browser could take off it.
+
+    Read the way a browser reads a ``Location`` (the WHATWG URL standard): leading and
+    trailing spaces and control characters dropped, tabs and newlines anywhere removed, a
+    backslash taken for a slash. So ``/%09/evil.example`` (a tab) and ``/\\evil.example``
+    both mean ``//evil.example``, another site. What is left must start with one ``/``, have
+    no scheme and no network location, and hold no other control character; it is returned
+    in that normalised form, so the redirect says exactly what was checked.
+    """
+    if not isinstance(target, str):
         return None
-    return target
+    path = _BROWSER_IGNORES.sub("", target.strip(_C0_AND_SPACE)).replace("\\", "/")
+    if not path.startswith("/") or path.startswith("//") or _CONTROL.search(path):
+        return None
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc:
+        return None
+    return path
+
+
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))
+_BROWSER_IGNORES = re.compile(r"[\t\n\r]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")

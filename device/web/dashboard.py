@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, flash, jsonify, redirect, render_template, url_for
+from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, url_for
 from gpiozero import GPIOZeroError
 
+from device.errors import RecordUnwritable
 from device.events import Event
-from device.web.audit import audit
+from device.web.audit import permit
 from device.web.db import event_log, services
+from device.web.error_pages import sentence
 from device.web.roles import admin_required, current_user
 from device.web.services import DoorControl
 
@@ -56,12 +58,15 @@ def unlock() -> Response:
         return redirect(url_for("dashboard.index"))
     user = current_user()
     try:
+        permit("unlock")  # on record first: only then may the relay open
+    except RecordUnwritable as error:
+        abort(503, description=sentence(str(error)))
+    try:
         door.manual_unlock(by=user.name if user else None)
     except GPIOZeroError as error:
         log.error("manual unlock failed: %s", error)
         flash("The door could not be unlocked (the relay is not available).", "error")
         return redirect(url_for("dashboard.index"))
-    audit("unlock")
     flash("Door unlocked.", "info")
     return redirect(url_for("dashboard.index"))
 

@@ -31,7 +31,6 @@ from device.errors import (
     FaceChanged,
     FacegateError,
     IdentityConflict,
-    ImageUnreadable,
     SeveralFaces,
 )
 from device.gallery.store import Person
@@ -219,8 +218,8 @@ def enrol_bytes(service: EnrolmentService, actor: Actor, data: bytes, label: str
     A face like someone else's, or several faces, are held back for the admin."""
     digest = hashlib.sha256(data).hexdigest()
     try:
-        frame = decode_image(data, label)
-        _check_pixels(frame, label)
+        # The header is checked before decoding: a small file can decode to gigabytes.
+        frame = decode_image(data, label, max_pixels=current_app.config["MAX_UPLOAD_PIXELS"])
         enrolled = service.enrol(person, frame, digest, actor, label=label, force=force,
                                  reason=reason, face_index=face_index, create=False)
     except IdentityConflict as error:
@@ -248,14 +247,6 @@ def _hold_identity(data: bytes, label: str, person: Person, error: IdentityConfl
                                   "face": face_index})
     return Outcome(label, "pending", _reason(error, label), token=token, kind="identity",
                    other=error.other, score=error.similarity)
-
-
-def _check_pixels(frame: np.ndarray, label: str) -> None:
-    limit = current_app.config["MAX_UPLOAD_PIXELS"]
-    height, width = frame.shape[:2]
-    if height * width > limit:
-        raise ImageUnreadable(f"{label}: image too large ({width}x{height}, limit "
-                              f"{limit / 1e6:g} megapixels)")
 
 
 def _thumbnail(frame: np.ndarray, box: list[float]) -> bytes | None:

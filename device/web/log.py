@@ -15,8 +15,8 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request, send_file, url_for
 
-from device.errors import EventNotFound
-from device.events import KINDS
+from device.errors import EventNotFound, TimeUnreadable
+from device.events import KINDS, parse_since
 from device.web.db import event_log, gallery
 from device.web.roles import login_required
 
@@ -27,6 +27,7 @@ CSV_BATCH = 1000
 MAX_CSV_ROWS = 200_000
 CSV_COLUMNS = ("at", "door", "kind", "person", "score", "reason", "event_id")
 SNAPSHOTS = ("face", "frame")
+MAX_PAGE = 1_000_000  # 50 million events: far beyond any retention
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Filters:
 @login_required
 def index() -> tuple[str, int]:
     filters, errors = parse_filters(request.args)
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = page_number(request.args.get("page"), errors)
     events, more = [], False
     if not errors:
         found = event_log().list(**filters.query(), limit=PAGE_SIZE + 1,
@@ -114,14 +115,25 @@ def parse_filters(args: Any) -> tuple[Filters, dict[str, str]]:
     for key in ("since", "until"):
         text = (args.get(key) or "").strip()
         try:
-            when = datetime.fromisoformat(text) if text else None
-        except ValueError:
-            errors[key] = "Give a date and time such as 2025-01-31 08:00."
-            when = None
-        times[key] = when.astimezone() if when is not None and when.tzinfo is None else when
+            times[key] = parse_since(text) if text else None
+        except TimeUnreadable as error:
+            errors[key] = f"{str(error)[:1].upper()}{str(error)[1:]}."
+            times[key] = None
     if times["since"] and times["until"] and times["until"] <= times["since"]:
         errors["until"] = "'Until' must come after 'since'."
     return Filters(args.get("person") or None, kind, times["since"], times["until"]), errors
+
+
+def page_number(text: str | None, errors: dict[str, str]) -> int:
+    """The page number asked for, 1 when none; a bad one is refused (an offset SQLite cannot
+    hold would otherwise be a 500)."""
+    if not text:
+        return 1
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= 7 else 0
+    if not 1 <= number <= MAX_PAGE:
+        errors["page"] = f"The page must be a whole number from 1 to {MAX_PAGE}."
+        return 1
+    return number
 
 
 def _cell(value: str) -> str:

@@ -1,8 +1,9 @@
 """Who is signed in, for how long, and what their role lets them see.
 
 Every request first loads the account of its session (:func:`load_user`): a session idle for
-longer than ``SESSION_IDLE_MINUTES``, or one whose account has changed since (a new password,
-a new role, deleted), is signed out. Then the gate: nothing but the public endpoints answers
+longer than ``SESSION_IDLE_MINUTES``, one the door no longer records as open (signed out, a new
+password, the account removed: :mod:`device.web.sessions`), or one whose account has changed
+since (a new role), is signed out. Then the gate: nothing but the public endpoints answers
 without an account, whether or not a view remembers its decorator. Requests to the JSON API's
 blueprint pass the gate: its own ``before_request`` authenticates each one (a bearer token,
 else this session) and sets ``g.user``.
@@ -13,12 +14,15 @@ Roles: ``admin`` (everything) and ``viewer`` (the dashboard and the access log o
 from __future__ import annotations
 
 import functools
+import sqlite3
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from flask import abort, current_app, flash, g, jsonify, redirect, request, session, url_for
 
+from device.web.sessions import end_session, session_owner, start_session
 from device.web.users import User, get_user
 
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.setup", "dashboard.health", "static"})
@@ -35,13 +39,27 @@ def current_user() -> User | None:
 
 
 def sign_in(user: User) -> None:
-    """Start a fresh session for ``user`` (a new CSRF token, nothing kept from before)."""
+    """Start a fresh session for ``user`` (a new CSRF token, nothing kept from before), and
+    record it on the door."""
     session.clear()
     session.permanent = True
+    session["sid"] = start_session(current_app.config["DATABASE"], user.id, _idle())
     session["user_id"] = user.id
     session["user_version"] = user.version
     session["seen"] = time.time()
     g.user = user
+
+
+def sign_out() -> None:
+    """End this request's session, on the door as well as in this browser: a copy of the
+    cookie is refused from now on (unless the database cannot be written: then only this
+    browser is signed out, and the session ends on the door when it has been idle)."""
+    try:
+        end_session(current_app.config["DATABASE"], session.get("sid"))
+    except sqlite3.Error as error:  # a full disk: signing out must still work here
+        current_app.logger.error("session not revoked on the door: %s", error)
+    session.clear()
+    g.user = None
 
 
 def load_user() -> Any:
@@ -50,12 +68,11 @@ def load_user() -> Any:
     idle = False
     user_id = session.get("user_id")
     if user_id:
-        limit = current_app.config["SESSION_IDLE_MINUTES"] * 60
-        if time.time() - float(session.get("seen", 0)) > limit:
-            session.clear()
+        if time.time() - float(session.get("seen", 0)) > _idle().total_seconds():
+            sign_out()
             idle = True
         else:
-            user = get_user(current_app.config["DATABASE"], user_id)
+            user = _session_account(user_id)
             if user is None or user.version != session.get("user_version"):
                 session.clear()
             else:
@@ -74,6 +91,18 @@ def load_user() -> Any:
     if request.endpoint in PASSIVE_ENDPOINTS or request.method != "GET":
         return redirect(url_for("auth.login"))
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def _session_account(user_id: str) -> User | None:
+    database = current_app.config["DATABASE"]
+    active = request.endpoint not in PASSIVE_ENDPOINTS
+    if session_owner(database, session.get("sid"), _idle(), active=active) != user_id:
+        return None
+    return get_user(database, user_id)
+
+
+def _idle() -> timedelta:
+    return timedelta(minutes=current_app.config["SESSION_IDLE_MINUTES"])
 
 
 def login_required(view: View) -> View:

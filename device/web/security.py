@@ -10,6 +10,10 @@
 - Sign-in attempts: at most ``LOGIN_RATE_LIMIT`` failures per ``LOGIN_RATE_WINDOW_SECONDS``
   per client address and per account name, counted in memory (a sliding window): it resets
   when the daemon restarts, and each process counts its own, which is enough for one door.
+  An attempt takes its place in the count *before* its password is checked
+  (:meth:`SlidingWindowLimiter.acquire`, one lock for the check and the count), and gives it
+  back only when the password was right, so parallel guesses cannot all slip past the check
+  while the first ones are still being hashed.
 """
 
 from __future__ import annotations
@@ -118,17 +122,39 @@ class SlidingWindowLimiter:
 
     def hit(self, *keys: Hashable) -> None:
         with self._lock:
+            self._hit(keys, self._clock())
+
+    def acquire(self, *keys: Hashable) -> bool:
+        """Count one hit on every key unless one of them has used up its window; return
+        whether it was counted. The check and the count are one step under the lock, so of
+        many parallel callers at most ``limit`` get True in a window."""
+        with self._lock:
             now = self._clock()
+            if any(len(self._recent(key, now)) >= self.limit for key in keys):
+                return False
+            self._hit(keys, now)
+            return True
+
+    def release(self, *keys: Hashable) -> None:
+        """Take back the latest hit of each key (an :meth:`acquire` that did not count as a
+        failure after all)."""
+        with self._lock:
             for key in keys:
-                self._recent(key, now).append(now)
-                self._hits.move_to_end(key)
-            while len(self._hits) > self._max_keys:
-                self._hits.popitem(last=False)
+                hits = self._hits.get(key)
+                if hits:
+                    hits.pop()
 
     def forget(self, *keys: Hashable) -> None:
         with self._lock:
             for key in keys:
                 self._hits.pop(key, None)
+
+    def _hit(self, keys: tuple[Hashable, ...], now: float) -> None:
+        for key in keys:
+            self._recent(key, now).append(now)
+            self._hits.move_to_end(key)
+        while len(self._hits) > self._max_keys:
+            self._hits.popitem(last=False)
 
     def _recent(self, key: Hashable, now: float) -> deque[float]:
         hits = self._hits.setdefault(key, deque())

@@ -102,15 +102,19 @@ def base_values() -> dict[str, Any]:
     return values
 
 
+def models_dir() -> Path | None:
+    """Where the door's model cards are (None: the default folder)."""
+    svc = services()
+    return svc.models_dir or (svc.config.recognition.models_dir if svc.config else None)
+
+
 def card_threshold() -> dict[str, Any]:
     """The embedder card's ``threshold`` and ``verification_threshold`` (empty when the
     card cannot be read)."""
-    svc = services()
-    config = svc.config
-    models_dir = svc.models_dir or (config.recognition.models_dir if config else None)
+    config = services().config
     try:
         name = embedder_name(gallery(), (config.recognition.model if config else "") or None)
-        card = load_card(name, models_dir).card
+        card = load_card(name, models_dir()).card
     except (FacegateError, OSError, ValueError):
         return {}
     people = gallery().counts()["people"]
@@ -147,7 +151,7 @@ def restore() -> Response | tuple[str, int]:
         saved = Path(scratch) / "upload.db"
         upload.save(saved)
         try:
-            result = restore_database(database_path(), saved)
+            result = restore_database(database_path(), saved, models_dir=models_dir())
         except RestoreRefused as exc:
             flash(f"Not restored: {exc}", "error")
             return redirect(url_for("settings.index"))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from device.errors import FacegateError, TokenNotFound
 from device.gallery.migrations import write_transaction
+from device.gallery.names import clean_name
 from device.gallery.store import Gallery
 from device.web.users import User
 
@@ -169,12 +170,8 @@ def _by_id(gallery: Gallery, token_id: str) -> ApiToken:
 
 
 def _clean_name(name: str) -> str:
-    cleaned = " ".join(str(name).split()) if isinstance(name, str) else ""
-    if not cleaned:
-        raise FacegateError("an API token needs a name (what it is for)")
-    if len(cleaned) > MAX_NAME_LENGTH:
-        raise FacegateError(f"an API token's name is at most {MAX_NAME_LENGTH} characters")
-    return cleaned
+    return clean_name(name, what="an API token's name (what it is for)",
+                      max_length=MAX_NAME_LENGTH)
 
 
 def _now() -> str:

@@ -26,7 +26,9 @@ from pathlib import Path
 
 from device.errors import FacegateError, UserExists, WeakPassword
 from device.gallery.migrations import write_transaction
+from device.gallery.names import clean_name
 from device.gallery.store import Gallery
+from device.web.sessions import revoke_sessions
 
 ROLES = ("admin", "viewer")
 MIN_PASSWORD_LENGTH = 8
@@ -112,7 +114,7 @@ def add_user(db_path: str | Path, name: str, password: str, role: str = "admin")
 
 
 def set_password(db_path: str | Path, name: str, password: str) -> User:
-    """Give ``name`` a new password; their open sessions are signed out."""
+    """Give ``name`` a new password; their open sessions are revoked (signed out)."""
     encoded = hash_password(_checked_password(password))
     with Gallery(db_path) as gallery, write_transaction(gallery.db):
         user = _by_name(gallery, name)
@@ -121,6 +123,7 @@ def set_password(db_path: str | Path, name: str, password: str) -> User:
         gallery.db.execute(
             "UPDATE users SET password_hash = ?, updated_at = ?, version = version + 1"
             " WHERE id = ?", [encoded, _now(), user.id])
+        revoke_sessions(gallery, user.id)
         return _by_name(gallery, name)
 
 
@@ -149,6 +152,7 @@ def list_users(db_path: str | Path) -> list[User]:
 
 
 def remove_user(db_path: str | Path, name: str) -> None:
+    """Remove the account ``name``, its API tokens and its sessions (ON DELETE CASCADE)."""
     with Gallery(db_path) as gallery, write_transaction(gallery.db):
         if gallery.db.execute("DELETE FROM users WHERE name = ?", [name]).rowcount == 0:
             raise FacegateError(f"no account named {name!r}")
@@ -238,12 +242,7 @@ def _by_name(gallery: Gallery, name: str) -> User | None:
 
 
 def _clean_name(name: str) -> str:
-    cleaned = " ".join(str(name).split())
-    if not cleaned:
-        raise FacegateError("an account needs a name")
-    if len(cleaned) > 100:
-        raise FacegateError("an account name is at most 100 characters")
-    return cleaned
+    return clean_name(name, what="an account's name", field="username")
 
 
 def _checked_password(password: str) -> str:

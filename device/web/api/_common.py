@@ -16,6 +16,7 @@ from device.daemon.access import door_time
 from device.errors import (
     EventNotFound,
     FacegateError,
+    NameInvalid,
     PersonNotFound,
     RequestInvalid,
     RestoreRefused,
@@ -87,6 +88,11 @@ def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
 @bp.errorhandler(RequestInvalid)
 def _request_invalid(error: RequestInvalid) -> ResponseReturnValue:
     return _error(400, str(error), **({"field": error.field} if error.field else {}))
+
+
+@bp.errorhandler(NameInvalid)
+def _name_invalid(error: NameInvalid) -> ResponseReturnValue:
+    return _error(400, str(error), field=error.field)
 
 
 @bp.errorhandler(SettingInvalid)
@@ -164,9 +170,11 @@ def _int_arg(args: Mapping[str, str], name: str, default: int, high: int) -> int
     text = args.get(name)
     if text is None:
         return default
-    if not text.isdigit() or int(text) > high:
+    # isdigit() alone passes '²', and int() refuses 4,300 digits: both were a 500
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else -1
+    if not 0 <= number <= high:
         raise RequestInvalid(name, f"{name} must be a whole number from 0 to {high}")
-    return int(text)
+    return number
 
 
 def _time_arg(args: Mapping[str, str], name: str) -> datetime | None:

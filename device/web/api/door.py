@@ -12,7 +12,7 @@ from flask import current_app, jsonify
 from flask.typing import ResponseReturnValue
 from gpiozero import GPIOZeroError
 
-from device.errors import RequestInvalid
+from device.errors import RecordUnwritable, RequestInvalid
 from device.web.api._common import (
     _NUMBER,
     _aware_time,
@@ -22,7 +22,7 @@ from device.web.api._common import (
     bp,
     json_body,
 )
-from device.web.audit import audit
+from device.web.audit import audit_after, permit
 from device.web.dashboard import door_state
 from device.web.db import event_log, gallery, services
 from device.web.roles import current_user
@@ -54,8 +54,9 @@ def door_unlock() -> ResponseReturnValue:
     low, high = UNLOCK_SECONDS
     if seconds is not None and not low <= seconds <= high:
         raise RequestInvalid("seconds", f"seconds must be from {low:g} to {high:g}")
+    _connected_door()
+    permit("unlock", {"seconds": seconds, "via": "api"})  # on record first, then it opens
     _door_action(lambda door: door.manual_unlock(seconds, by=current_user().name))
-    audit("unlock", {"seconds": seconds, "via": "api"})
     return jsonify(_door_json())
 
 
@@ -71,9 +72,10 @@ def door_hold_open() -> ResponseReturnValue:
     if ahead > MAX_HOLD_OPEN.total_seconds():
         raise RequestInvalid("until", f"until must be at most "
                                       f"{MAX_HOLD_OPEN.total_seconds() / 3600:g} hours ahead")
+    _connected_door()
+    permit("hold_open", {"until": text, "via": "api"})
     # The door keeps time on the monotonic clock, which a change of wall time does not move.
     _door_action(lambda door: door.hold_open_until(time.monotonic() + ahead))
-    audit("hold_open", {"until": text, "via": "api"})
     return jsonify(_door_json())
 
 
@@ -82,14 +84,19 @@ def door_hold_open() -> ResponseReturnValue:
 def door_lock() -> ResponseReturnValue:
     json_body({})
     _door_action(lambda door: door.relock())
-    audit("lock", {"via": "api"})
+    audit_after("lock", {"via": "api"})  # locking is never refused for want of a record
     return jsonify(_door_json())
 
 
-def _door_action(action: Callable[[Any], object]) -> None:
+def _connected_door() -> Any:
     door = services().door
     if door is None:
         raise _NoDoor()
+    return door
+
+
+def _door_action(action: Callable[[Any], object]) -> None:
+    door = _connected_door()
     try:
         action(door)
     except GPIOZeroError as error:
@@ -107,6 +114,11 @@ class _DoorFailed(Exception):
 @bp.errorhandler(_NoDoor)
 def _no_door(_exc: _NoDoor) -> ResponseReturnValue:
     return _error(503, "no door is connected to this web page")
+
+
+@bp.errorhandler(RecordUnwritable)
+def _record_unwritable(error: RecordUnwritable) -> ResponseReturnValue:
+    return _error(503, str(error))
 
 
 @bp.errorhandler(_DoorFailed)

@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 
 from device.daemon.access import ScheduleInvalid, parse_schedule, schedule_from_text
 from device.errors import PersonNotFound, RequestInvalid
+from device.gallery.names import clean_name
 from device.gallery.store import Person
 from device.web.api._common import _NONE, _aware_time, _error, admin_only, bp, json_body, query_args
 from device.web.audit import audit
@@ -44,7 +45,7 @@ def people_add() -> ResponseReturnValue:
     body = json_body({key: _PERSON_FIELDS[key] for key in ("name", "external_id", "active")},
                      required=("name",))
     name = _person_name(body["name"])
-    external_id = (body.get("external_id") or "").strip() or None
+    external_id = body.get("external_id")
     if gallery().find_person(name) is not None:
         return _error(409, f"a person named {name!r} is already enrolled", field="name")
     person = gallery().add_person(name, external_id, body.get("active", True))
@@ -117,12 +118,7 @@ def _template_count(person_id: str) -> int:
 
 
 def _person_name(value: str) -> str:
-    name = " ".join(value.split())
-    if not name:
-        raise RequestInvalid("name", "name cannot be empty")
-    if len(name) > 200:
-        raise RequestInvalid("name", "name is at most 200 characters")
-    return name
+    return clean_name(value, what="a person's name")  # the store's rule, checked early
 
 
 def _person_changes(body: dict[str, Any], person: Person) -> dict[str, Any]:
@@ -131,7 +127,7 @@ def _person_changes(body: dict[str, Any], person: Person) -> dict[str, Any]:
         if key == "name":
             changes[key] = _person_name(value)
         elif key == "external_id":
-            changes[key] = (value or "").strip() or None
+            changes[key] = value  # the store's rule: blank is None
         elif key in ("valid_from", "valid_until"):
             changes[key] = _aware_time(value, key)
         elif key == "schedule":

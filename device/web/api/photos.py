@@ -166,8 +166,9 @@ def _examine(service: EnrolmentService, actor: Actor, photos: list[_Photo], pers
             continue
         seen[photo.digest] = photo.index
         try:
-            frame = decode_image(photo.data, photo.label)
-            _check_pixels(frame.shape, photo.label)
+            # The header is checked before decoding: a small file can decode to gigabytes.
+            frame = decode_image(photo.data, photo.label,
+                                 max_pixels=current_app.config["MAX_UPLOAD_PIXELS"])
             photo.examined = service.examine(frame, photo.digest, person=person,
                                              label=photo.label, face_index=face_index,
                                              force=force)
@@ -207,14 +208,6 @@ def _save(service: EnrolmentService, actor: Actor, photos: list[_Photo], person:
                          else "person_gone", str(error))
             continue
         photo.template_id = enrolled.template.id
-
-
-def _check_pixels(shape: tuple[int, ...], label: str) -> None:
-    limit = current_app.config["MAX_UPLOAD_PIXELS"]
-    height, width = shape[:2]
-    if height * width > limit:
-        raise ImageUnreadable(f"{label}: image too large ({width}x{height}, limit "
-                              f"{limit / 1e6:g} megapixels)")
 
 
 def _client_name(filename: str | None) -> str | None:
