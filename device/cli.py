@@ -367,8 +367,10 @@ def cmd_templates(args: argparse.Namespace) -> int:
 def _template_line(template: Template) -> str:
     created = datetime.fromisoformat(template.created_at).astimezone()
     crop = "crop" if template.crop_jpeg is not None else "no crop"
+    damaged = (f"\tDAMAGED: {template.damaged} (the door ignores it; remove it)"
+               if template.damaged else "")
     return (f"{template.id}\t{template.model}\t{template.source or 'source unknown'}\t"
-            f"{created:%Y-%m-%d %H:%M}\t{crop}")
+            f"{created:%Y-%m-%d %H:%M}\t{crop}{damaged}")
 
 
 def cmd_events(args: argparse.Namespace) -> int:

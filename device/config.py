@@ -19,6 +19,7 @@ import ipaddress
 import math
 import os
 import re
+import reprlib
 import socket
 import tomllib
 import types
@@ -65,11 +66,19 @@ def _door_id(value: Any) -> str:
     return value
 
 
+_CAMERA_INDEX_MAX = 2**31 - 1  # OpenCV takes the index as a C int
+
+
 def _camera_source(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    need = 'must be "auto", "picamera2", a camera index, a device, file or URL'
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= _CAMERA_INDEX_MAX:
+            raise _Invalid(f"{need} (an index is from 0 to {_CAMERA_INDEX_MAX})")
         return str(value)  # a camera index, as OpenCV numbers them
     if not isinstance(value, str) or not value.strip():
-        raise _Invalid('must be "auto", "picamera2", a camera index, a device, file or URL')
+        raise _Invalid(need)
+    if "\0" in value:
+        raise _Invalid(f"{need}, without NUL characters")
     return value
 
 
@@ -234,7 +243,7 @@ class Config:
         """``{section: {key: value}}`` for display: paths as strings, unset keys as None."""
         return {
             name: {
-                item.name: _shown(getattr(getattr(self, name), item.name))
+                item.name: _displayed(getattr(getattr(self, name), item.name))
                 for item in fields(getattr(self, name))
             }
             for name in SECTIONS
@@ -334,7 +343,8 @@ def load_config(
         if value is None:
             continue
         if dotted not in _KEYS:
-            raise ConfigError(f"unknown key {dotted!r} on the command line{_suggest(dotted)}")
+            raise ConfigError(f"unknown key {_shown(dotted)} on the command line"
+                              f"{_suggest(dotted)}")
         section, key = dotted.split(".")
         values[section][key] = (_literal(value, dotted), command_line)
     defaults = {"paths": {"data_dir": places.data_dir()}}
@@ -353,41 +363,49 @@ def _find_file(path: Path | None, environ: Mapping[str, str], places: Places) ->
     else:
         return places.config_file()
     if not named.exists():
-        raise ConfigError(f"the config file {named}{by} does not exist")
+        raise ConfigError(f"the config file {_shown_path(named)}{by} does not exist")
     return named
 
 
 def _merge_file(values: dict[str, dict[str, tuple[Any, _Origin]]], file: Path) -> None:
-    origin = _Origin(f"in {file}", file.resolve().parent)
+    shown = _shown_path(file)
+    origin = _Origin(f"in {shown}", file.resolve().parent)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"the config file {file} is not UTF-8 text") from None
+        raise ConfigError(f"the config file {shown} is not UTF-8 text") from None
     except OSError as error:
-        raise ConfigError(f"cannot read the config file {file}: {error.strerror}") from None
+        raise ConfigError(f"cannot read the config file {shown}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:  # its message ends "(at line L, column C)"
-        raise ConfigError(f"{file} is not valid TOML: {error}") from None
+        raise ConfigError(f"{shown} is not valid TOML: {error}") from None
+    except ValueError:  # int() refusing a decimal number of over 4,300 digits
+        raise ConfigError(f"{shown} holds a number too long to read (over 4300 digits)") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{shown} nests arrays or tables too deeply to read") from None
     for section, table in data.items():
         if section in SECTIONS and isinstance(table, dict):
             for key, value in table.items():
                 dotted = f"{section}.{key}"
                 if dotted not in _KEYS:
-                    raise ConfigError(f"unknown key {dotted!r} {origin.where}{_suggest(dotted)}")
+                    raise ConfigError(f"unknown key {_shown(dotted)} {origin.where}"
+                                      f"{_suggest(dotted)}")
                 values[section][key] = (value, origin)
         elif section in SECTIONS:
             raise ConfigError(f"{section} {origin.where} must be a section ([{section}] "
-                              f"followed by its keys), got {table!r}")
+                              f"followed by its keys), got {_shown(table)}")
         elif isinstance(table, dict):
             close = difflib.get_close_matches(section, SECTIONS, n=1)
             hint = f" (did you mean [{close[0]}]?)" if close else ""
-            raise ConfigError(f"unknown section [{section}] {origin.where}{hint}; the sections "
+            raise ConfigError(f"unknown section [{_shown_name(section)}] {origin.where}{hint}; "
+                              "the sections "
                               f"are {', '.join(f'[{name}]' for name in SECTIONS)}")
         else:
-            raise ConfigError(f"unknown key {section!r} {origin.where}{_suggest(section)}: "
+            raise ConfigError(f"unknown key {_shown(section)} {origin.where}{_suggest(section)}: "
                               "every key belongs under a section such as [door]")
 
 
 def _suggest(dotted: str) -> str:
+    dotted = str(dotted)
     leaf = dotted.rpartition(".")[2]
     # The right key in the wrong section first ("camera.unlock_seconds"), then a near spelling.
     close = [known for known in _KEYS if known.rpartition(".")[2] == leaf]
@@ -399,13 +417,15 @@ def _suggest(dotted: str) -> str:
 
 
 def _literal(value: Any, dotted: str) -> Any:
-    """A command-line string for a number or boolean key, read as TOML ("3" -> 3)."""
+    """A command-line string for a number or boolean key, read as TOML ("3" -> 3); text
+    that is not one TOML value ("3\\n[door]") stays text, refused by the type check."""
     if not isinstance(value, str) or _TYPES[dotted] not in (bool, int, float):
         return value
     try:
-        return tomllib.loads(f"value = {value}")["value"]
-    except tomllib.TOMLDecodeError:
+        document = tomllib.loads(f"value = {value}")
+    except (ValueError, RecursionError):  # TOMLDecodeError, 4,300 digits, "[[[[...": as above
         return value  # refused, with the key's name, by the type check
+    return document["value"] if list(document) == ["value"] else value
 
 
 def _build(section: str, cls: type, given: dict[str, tuple[Any, _Origin]],
@@ -422,7 +442,7 @@ def _convert(dotted: str, value: Any, origin: _Origin) -> Any:
     try:
         return _checked(value, _KEYS[dotted].metadata, _TYPES[dotted], origin)
     except _Invalid as error:
-        raise ConfigError(f"{dotted} {origin.where} {error}, got {value!r}") from None
+        raise ConfigError(f"{dotted} {origin.where} {error}, got {_shown(value)}") from None
 
 
 def _checked(value: Any, meta: Mapping[str, Any], base: type, origin: _Origin) -> Any:
@@ -435,19 +455,29 @@ def _checked(value: Any, meta: Mapping[str, Any], base: type, origin: _Origin) -
     if base is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Invalid("must be a number")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise _Invalid("must be a finite number")
-        value = float(value)
     if base is str and not isinstance(value, str):
         raise _Invalid("must be a string (in quotes)")
     if base is Path:
-        if not isinstance(value, str | Path) or not str(value).strip():
-            raise _Invalid("must be a path (a string in quotes)")
-        value = origin.base / Path(value).expanduser()
+        value = _path(value, origin)
     low, high = meta["low"], meta["high"]
+    # Compared before float(): an int beyond a float's range (10**400) is out of range, not
+    # an OverflowError.
     if (low is not None and value < low) or (high is not None and value > high):
         raise _Invalid(f"must be from {_number(low)} to {_number(high)}")
-    return value
+    return float(value) if base is float else value
+
+
+def _path(value: Any, origin: _Origin) -> Path:
+    if not isinstance(value, str | Path) or not str(value).strip():
+        raise _Invalid("must be a path (a string in quotes)")
+    if "\0" in str(value):
+        raise _Invalid("must be a path without NUL characters")
+    try:
+        return origin.base / Path(value).expanduser()
+    except RuntimeError:  # "~name" for no such account, or "~" with no home folder
+        raise _Invalid("starts with a home folder (~) that this machine does not have") from None
 
 
 def _check_together(config: Config, values: dict[str, dict[str, tuple[Any, _Origin]]]) -> None:
@@ -481,5 +511,41 @@ def _number(value: float | None) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _shown(value: Any) -> Any:
+def _displayed(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
+
+
+class _Brief(reprlib.Repr):
+    """``repr`` cut short for a message: a value from a file may be a megabyte of text, nested
+    a thousand deep, or an int too long for ``repr`` (over 4,300 digits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = 60
+        self.maxlevel = 3
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() <= 128:
+            return repr(x)
+        digits = int(x.bit_length() * math.log10(2)) + 1
+        return f"<a number of about {digits} digits>"
+
+
+_BRIEF = _Brief()
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a one-line message: its repr, escaped and cut short."""
+    return _BRIEF.repr(value)
+
+
+def _shown_path(path: Path) -> str:
+    """A file's name for a message: as it is, or quoted and escaped when it holds a line
+    break or another character that would not print."""
+    text = str(path)
+    return text if text.isprintable() else _shown(text)
+
+
+def _shown_name(name: str) -> str:
+    """A table or key name as written in TOML: bare when it can be, else quoted."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]{1,60}", name) else _shown(name)

@@ -16,6 +16,7 @@ version), so that the change counter moves on a clear too.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ from device.config import Config, Places, load_config
 from device.errors import ConfigError, SettingInvalid
 from device.gallery.migrations import write_transaction
 from device.gallery.store import Gallery
+
+log = logging.getLogger(__name__)
 
 SETTABLE: frozenset[str] = frozenset({
     "recognition.threshold",
@@ -54,11 +57,13 @@ _NOWHERE = Places(system_config=Path("/nonexistent/facegate.toml"),
 
 def read_site_settings(db_path: str | Path) -> dict[str, Any]:
     """The settings set on the page, ``{dotted key: value}``; cleared and unknown keys are
-    left out (a newer facegate's keys are kept in the file, not shown to this one)."""
+    left out (a newer facegate's keys are kept in the file, not shown to this one).
+
+    A row that is not JSON text (the file edited by hand) is logged and left out, so the
+    door and the page go on with the configuration file's value for that key; a value of
+    the wrong type is returned, and :func:`apply_site_settings` refuses it by name."""
     with Gallery(db_path) as gallery:
-        rows = gallery.db.execute("SELECT key, value FROM settings").fetchall()
-    values = {key: json.loads(value) for key, value in rows if key in SETTABLE}
-    return {key: value for key, value in sorted(values.items()) if value is not None}
+        return dict(sorted(_stored(gallery.db).items()))
 
 
 def site_settings_seq(db_path: str | Path) -> int:
@@ -136,9 +141,22 @@ def apply_site_settings(config: Config, settings: Mapping[str, Any]) -> Config:
 
 
 def _stored(db: Any) -> dict[str, Any]:
-    rows = db.execute("SELECT key, value FROM settings").fetchall()
-    return {key: value for key, value in ((k, json.loads(v)) for k, v in rows)
-            if key in SETTABLE and value is not None}
+    """The set values of the keys this facegate knows; undecodable rows logged and left out
+    (a write then replaces such a row: the JSON ``null`` of a cleared one counts as unset)."""
+    values = {}
+    # As bytes, so that text that is not UTF-8 fails this row's json.loads, not the query.
+    for key, text in db.execute("SELECT key, CAST(value AS BLOB) FROM settings").fetchall():
+        if key not in SETTABLE:
+            continue
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError, RecursionError) as error:
+            log.error("site setting %s ignored: its stored value %.60r is not JSON (%s); "
+                      "the configuration file's value applies", key, text, error)
+            continue
+        if value is not None:
+            values[key] = value
+    return values
 
 
 def _blank_to_none(value: Any) -> Any:

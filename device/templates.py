@@ -21,7 +21,8 @@ def template_json(template: Template) -> dict[str, Any]:
 
     ``created``/``updated`` are UTC ISO 8601 text ending in ``Z``; ``source`` is the front
     that enrolled it ("upload", "capture", "cli", "api"), None for a template enrolled before
-    sources were recorded.
+    sources were recorded. ``damaged`` says why a row of a hand-edited file does not decode
+    (None for a sound template): the door ignores such a template; remove it.
     """
     return {
         "id": template.id,
@@ -33,6 +34,7 @@ def template_json(template: Template) -> dict[str, Any]:
         "created": template.created_at,
         "updated": template.updated_at,
         "version": template.version,
+        "damaged": template.damaged,
     }
 
 

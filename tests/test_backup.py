@@ -177,6 +177,14 @@ NAN = np.full(DIM, np.nan, np.float32).tobytes()
      "audit_log row 1 holds text that is not UTF-8"),
     ("INSERT INTO settings (key, value, updated_at) VALUES ('door.unlock_seconds', '{', 'x')",
      [], "settings row 'door.unlock_seconds'"),
+    ("UPDATE people SET name = 'Bob' || char(8238) || 'evil' WHERE name = 'Bob'", [],
+     "U+202E"),
+    ("UPDATE people SET name = ? WHERE name = 'Bob'", ["B" * 101], "at most 100"),
+    ("UPDATE people SET name = '  Bob  ' WHERE name = 'Bob'", [], "as the name rule writes"),
+    ("UPDATE people SET external_id = 'E' || char(27) || '[2J' WHERE name = 'Bob'", [],
+     "external_id that breaks the name rule"),
+    ("UPDATE events SET person_name = 'Ada' || char(10) || 'x'", [],
+     "person_name that breaks the name rule"),
 ])
 def test_a_backup_with_a_row_the_door_cannot_read_is_refused(tmp_path, sql, params, words):
     live = tmp_path / "facegate.db"
@@ -192,6 +200,28 @@ def test_a_backup_with_a_row_the_door_cannot_read_is_refused(tmp_path, sql, para
     assert str(refused.value).count(". ") == 0  # one sentence
     assert snapshot(live) == before
     assert not list(tmp_path.glob("facegate.db.before-restore-*"))
+
+
+def test_a_restored_name_must_pass_the_name_rule_and_the_refusal_names_its_row(app, admin,
+                                                                                 tmp_path):
+    database = app.config["DATABASE"]
+    small_gallery(database)
+    token = create_token(database, "ann", "attacker")
+    data = download(admin)
+    with Gallery(database) as gallery:
+        bob = gallery.get_person("Bob").id
+    before = snapshot(database, BOOKKEEPING)
+
+    response = send(admin, edited(data, tmp_path, (
+        "UPDATE people SET name = 'Bob' || char(8238) WHERE id = ?", [bob])), token)
+
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert f"people row '{bob}' has a name that breaks the name rule" in error
+    assert "nothing was restored" in error
+    assert snapshot(database, BOOKKEEPING) == before
+    with Gallery(database) as gallery:
+        assert [person.name for person in gallery.list_people()] == ["Ada", "Bob"]
 
 
 def test_templates_of_another_length_than_their_models_card_are_refused(tmp_path):

@@ -429,6 +429,62 @@ def test_settings_changed_on_the_admin_page_reach_the_running_door(rig_for, peop
     assert rig.energised_periods() == []  # nobody reaches a cosine of 0.995
 
 
+HAND_EDITED_SETTINGS = [  # (key, value as stored): what an editor of the file may leave
+    ("door.unlock_seconds", "not json"),
+    ("recognition.threshold", '"high"'),  # JSON, of the wrong type
+    ("door.held_open_seconds", b"\xff\xfe"),  # a blob, not UTF-8 text
+]
+
+
+def hand_edit_settings(db_path: Path, rows=HAND_EDITED_SETTINGS) -> None:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as db:
+        db.executemany("INSERT OR REPLACE INTO settings (key, value, updated_at, version)"
+                       " VALUES (?, ?, '2026-01-01T00:00:00.000Z', 7)", rows)
+    db.close()
+
+
+def test_a_hand_edited_settings_row_does_not_stop_the_daemon_from_starting(tmp_path, people):
+    data = tmp_path / "data"
+    scene = tmp_path / "scene"
+    write_scene(scene, [people["Serena_Williams"][1], None])
+    enrolled = cli("enroll", "--data-dir", str(data), "--name", "Serena Williams",
+                   str(people["Serena_Williams"][0]))
+    assert enrolled.returncode == 0, enrolled.stderr
+    hand_edit_settings(data / "facegate.db")
+    ran = cli("run", "--data-dir", str(data), "--camera", str(scene), "--exit-at-end",
+              "--no-web")
+    assert ran.returncode == 0, ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert "door.unlock_seconds ignored" in ran.stderr
+    assert "recognition.threshold ignored" in ran.stderr
+    events = cli("events", "--data-dir", str(data), "--json")
+    kinds = [(e["kind"], e["person_name"]) for e in map(json.loads, events.stdout.splitlines())]
+    assert kinds == [("granted", "Serena Williams")]
+
+
+def test_a_hand_edited_settings_row_is_skipped_by_the_running_doors_watch(rig_for, people,
+                                                                         tmp_path, caplog):
+    from device.daemon.run import SiteSettingsWatch
+    from device.site_settings import write_site_settings
+
+    colin = people["Colin_Powell"]
+    rig = rig_for([colin[1]], frames_each=6)
+    rig.enrol("Colin Powell", colin[0])
+    config = load_config(None, {"paths.data_dir": str(tmp_path), "web.enabled": False})
+    watch = SiteSettingsWatch(config, rig.loop, rig.door, rig.events)
+    write_site_settings(rig.db_path, {"recognition.votes_needed": 1}, by="admin")
+    hand_edit_settings(rig.db_path)
+    with caplog.at_level(logging.ERROR, logger="device"):
+        watch.poll(time.monotonic() + 10)
+    assert rig.door.lock.unlock_seconds == config.door.unlock_seconds  # the file's
+    assert rig.loop.settings.votes_needed == 1  # the sound row still applies
+    assert any("recognition.threshold ignored" in r.getMessage() for r in caplog.records)
+    rig.run()
+    assert rig.kinds() == ["granted"]
+
+
 def test_the_live_view_serves_the_latest_frame_with_faces_labelled(pipeline, people):
     from device.daemon.live import LiveFrames
     from device.daemon.scenes import compose_frame

@@ -2,8 +2,9 @@
 
 The database lives on a 2 MB tmpfs, filled to the last byte, against the Flask app with a
 door on gpiozero's mock pins. A manual unlock is on record before the relay opens, so when
-the record cannot be written the answer is 503 and the relay never energised; signing in is
-never a 500. Mounting needs root (or CAP_SYS_ADMIN): elsewhere these tests are skipped.
+the record cannot be written the answer is 503 and the relay never energised; signing in, and
+browsing while signed in (the session's "last seen" write fails), is never a 500. Mounting
+needs root (or CAP_SYS_ADMIN): elsewhere these tests are skipped.
 """
 
 from __future__ import annotations
@@ -151,3 +152,35 @@ def test_events_written_while_the_disk_was_full_are_stored_when_space_returns(
         log.enforce()
         assert log.count() == 30
     assert not (small_disk / "events-unsaved.jsonl").exists()
+
+
+def test_a_signed_in_admin_browses_a_full_disk_without_a_500(app, admin, db_path, small_disk,
+                                                            caplog):
+    import logging
+
+    with Gallery(db_path) as gallery:
+        person = gallery.add_person("Ada")
+    pages = ["/", "/people", f"/people/{person.id}", "/log", "/settings", "/audit",
+             "/people/new"]
+    assert all(admin.get(page).status_code == 200 for page in pages)
+    # The session was last seen long enough ago that every request is due its once-a-minute
+    # "last seen" write; none succeeds on the full disk, so each one tries again.
+    five_minutes_ago = datetime.now(UTC) - timedelta(minutes=5)
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("UPDATE sessions SET last_seen_at = ?", [
+            five_minutes_ago.isoformat(timespec="milliseconds").replace("+00:00", "Z")])
+    connection.close()
+    filler = fill(small_disk)
+    with caplog.at_level(logging.WARNING, logger="device.web.sessions"):
+        for page in pages:
+            response = admin.get(page)
+            assert response.status_code == 200, (page, response.get_data(as_text=True))
+            assert 'action="/logout"' in response.get_data(as_text=True)  # still signed in
+    unrecorded = [r for r in caplog.records if "not recorded" in r.getMessage()]
+    assert len(unrecorded) == len(pages)
+    filler.unlink()
+    assert admin.get("/people").status_code == 200
+    with sqlite3.connect(db_path) as connection:  # space returned: recorded again
+        (seen,) = connection.execute("SELECT last_seen_at FROM sessions").fetchone()
+    connection.close()
+    assert datetime.fromisoformat(seen) > five_minutes_ago + timedelta(minutes=4)

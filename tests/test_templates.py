@@ -284,3 +284,89 @@ def test_a_viewer_cannot_remove_a_template_on_the_page(app, admin, viewer):
     assert post(viewer, url, {"confirm": "1"}, page="/").status_code == 403
     assert template_ids(app.config["DATABASE"], colin) == [template_id]
     assert removals(app.config["DATABASE"]) == []
+
+
+# --- A template row damaged by hand --------------------------------------------------------------
+
+DAMAGES = {  # what a hand edit of the live file may leave in a template row
+    "short": ("UPDATE templates SET embedding = X'00010203' WHERE id = ?", "4 bytes"),
+    "nan": ("UPDATE templates SET embedding = CAST(? AS BLOB) WHERE id = ?", "NaN"),
+}
+
+
+def damage(db_path: Path, template_id: str, kind: str) -> None:
+    import sqlite3
+
+    import numpy as np
+
+    sql, _ = DAMAGES[kind]
+    with Gallery(db_path) as gallery:
+        dim = gallery.get_template(template_id).dim
+    params = ([np.full(dim, np.nan, np.float32).tobytes(), template_id] if kind == "nan"
+              else [template_id])
+    with sqlite3.connect(db_path) as db:
+        db.execute(sql, params)
+    db.close()
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGES))
+def test_cli_lists_a_damaged_template_flagged_and_removes_it(cli_db, capsys, kind):
+    colin = person_id_of(cli_db, "Colin Powell")
+    bad, good = template_ids(cli_db, colin)
+    damage(cli_db, bad, kind)
+    capsys.readouterr()
+    assert main(["templates", "list", "--db", str(cli_db), "Colin Powell", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["id"] for line in lines] == [bad, good]
+    assert DAMAGES[kind][1] in lines[0]["damaged"] and lines[1]["damaged"] is None
+    assert main(["templates", "list", "--db", str(cli_db), "Colin Powell"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert "DAMAGED" in text[0] and "remove it" in text[0] and "DAMAGED" not in text[1]
+
+    assert main(["templates", "remove", "--db", str(cli_db), bad]) == 0
+    assert template_ids(cli_db, colin) == [good]
+    assert removals(cli_db)[0]["detail"]["template_id"] == bad
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGES))
+def test_api_lists_a_damaged_template_flagged_and_removes_it(api, kind):
+    colin = api.enrol("Colin Powell", COLIN[0], COLIN[1])
+    bad, good = template_ids(api.db_path, colin)
+    damage(api.db_path, bad, kind)
+    listed = api.call("GET", f"/api/people/{colin}/templates")
+    assert listed.status_code == 200
+    first, second = listed.json["templates"]
+    assert first["id"] == bad and DAMAGES[kind][1] in first["damaged"]
+    assert second["id"] == good and second["damaged"] is None
+    assert api.call("GET", f"/api/people/{colin}").status_code == 200
+
+    removed = api.call("DELETE", f"/api/templates/{bad}")
+    assert removed.status_code == 200 and removed.json["id"] == bad
+    assert template_ids(api.db_path, colin) == [good]
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGES))
+def test_the_person_page_shows_a_damaged_template_and_its_remove_button_works(app, admin,
+                                                                               kind):
+    db_path = app.config["DATABASE"]
+    colin = add_person(admin, "Colin Powell")
+    upload(admin, colin, [photo(COLIN[0]), photo(COLIN[1])])
+    bad, good = template_ids(db_path, colin)
+    damage(db_path, bad, kind)
+
+    page = admin.get(f"/people/{colin}")
+    assert page.status_code == 200
+    item = re.search(rf'<li class="template damaged" id="template-{bad}">(.*?)</li>',
+                     page.get_data(as_text=True), re.S)
+    assert item and "damaged template — remove it" in item[1]
+    assert f'action="/templates/{bad}/remove"' in item[1]
+    assert f'<li class="template" id="template-{good}">' in page.get_data(as_text=True)
+    assert admin.get("/people").status_code == 200
+
+    url = f"/templates/{bad}/remove"
+    asked = post(admin, url, page=f"/people/{colin}")
+    assert asked.status_code == 200 and "This template is damaged" in asked.get_data(
+        as_text=True)
+    done = post(admin, url, {"confirm": "1"}, page=url)
+    assert done.status_code == 302
+    assert template_ids(db_path, colin) == [good]

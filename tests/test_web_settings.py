@@ -105,6 +105,30 @@ def test_a_viewer_may_not_change_settings(app, viewer):
     assert read_site_settings(app.config["DATABASE"]) == {}
 
 
+def test_a_hand_edited_settings_row_gives_the_page_not_a_500(app, admin):
+    from tests.test_daemon import hand_edit_settings
+
+    database = app.config["DATABASE"]
+    hand_edit_settings(database)
+
+    page = admin.get("/settings")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert '<form id="settings"' in text
+    assert "not json" not in text  # unreadable: the file's value is in force, shown blank
+    assert read_site_settings(database) == {"recognition.threshold": "high"}
+    # The readable but wrong value is named beside its field when the admin saves...
+    refused = save(admin, door__unlock_seconds="5")
+    assert refused.status_code == 400
+    assert "recognition.threshold" in field_error(refused, "recognition.threshold")
+    # ...and saving over the damaged rows mends them.
+    saved = save(admin, door__unlock_seconds="5", recognition__threshold="",
+                 door__held_open_seconds="60")
+    assert saved.status_code == 302
+    assert read_site_settings(database) == {"door.unlock_seconds": 5.0,
+                                            "door.held_open_seconds": 60.0}
+
+
 # --- device.site_settings ------------------------------------------------------------------------
 
 

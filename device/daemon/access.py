@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import reprlib
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from device.errors import FacegateError
 from device.gallery.store import Person
@@ -50,8 +51,8 @@ def parse_days(text: str) -> frozenset[int]:
     for part in text.lower().replace(" ", "").split(","):
         first, _, last = part.partition("-")
         if first not in DAYS or (last and last not in DAYS):
-            raise ScheduleInvalid(f"schedule days {text!r}: use mon..sun, ranges like mon-fri "
-                                  "or lists like mon,wed")
+            raise ScheduleInvalid(f"schedule days {reprlib.repr(text)}: use mon..sun, ranges "
+                                  "like mon-fri or lists like mon,wed")
         start, stop = DAYS.index(first), DAYS.index(last or first)
         # A range may wrap over the weekend: fri-mon is Friday to Monday.
         days.update((start + k) % 7 for k in range((stop - start) % 7 + 1))
@@ -61,7 +62,7 @@ def parse_days(text: str) -> frozenset[int]:
 def parse_clock(text: str) -> time:
     match = _CLOCK.match(text.strip())
     if not match:
-        raise ScheduleInvalid(f"schedule time {text!r}: use HH:MM, 24-hour")
+        raise ScheduleInvalid(f"schedule time {reprlib.repr(text)}: use HH:MM, 24-hour")
     return time(int(match.group(1)), int(match.group(2)))
 
 
@@ -75,10 +76,12 @@ def parse_schedule(value: str | list | None) -> list[Window]:
     windows = []
     for entry in entries:
         if not isinstance(entry, dict) or set(entry) != {"days", "from", "until"}:
-            raise ScheduleInvalid(f"schedule window {entry!r}: needs exactly days, from, until")
+            raise ScheduleInvalid(f"schedule window {reprlib.repr(entry)}: needs exactly days, "
+                                  "from, until")
         start, end = parse_clock(entry["from"]), parse_clock(entry["until"])
         if start == end:
-            raise ScheduleInvalid(f"schedule window {entry!r}: from and until are equal")
+            raise ScheduleInvalid(f"schedule window {reprlib.repr(entry)}: from and until are "
+                                  "equal")
         windows.append(Window(parse_days(entry["days"]), start, end))
     return windows
 
@@ -96,11 +99,18 @@ def schedule_from_text(text: str) -> list[dict[str, str]]:
 
 def door_time(text: str | None) -> datetime | None:
     """An ISO date or time as an aware datetime; one without an offset is the door's local
-    time (how an admin at the door means it). Blank or None: None. Raises ``ValueError``."""
+    time (how an admin at the door means it). Blank or None: None. Raises ``ValueError``,
+    also for a time that is within the years 1 to 9999 only in its own zone (it is stored
+    in UTC): "0001-01-01T00:00+01:00"."""
     if text is None or not text.strip():
         return None
-    when = datetime.fromisoformat(text.strip())
-    return when if when.tzinfo else when.astimezone()
+    try:
+        when = datetime.fromisoformat(text.strip())
+        when = when if when.tzinfo else when.astimezone()
+        when.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{reprlib.repr(text)} is beyond the years 1 to 9999 in UTC") from None
+    return when
 
 
 def access_refusal(person: Person, now: datetime) -> str | None:

@@ -24,7 +24,7 @@ from device.daemon.running import clear_running, mark_running
 from device.daemon.scenes import demo_scene
 from device.daemon.systemd import Notifier
 from device.door import Door, DoorSettings
-from device.errors import FacegateError
+from device.errors import FacegateError, SettingInvalid
 from device.events import EventLog, Retention
 from device.gallery.store import Gallery
 from device.identification import Decision, Identifier, embedder_name
@@ -107,12 +107,29 @@ class SiteSettingsWatch:
 
 
 def effective_config(config: Config) -> Config:
-    """The file's configuration with the settings page's values on top (when they fit)."""
+    """The file's configuration with the settings page's values on top (those that fit).
+
+    Never raises for a stored value: a hand-edited row that does not fit (a wrong type, a
+    value out of range, a pair that disagrees with the file) is logged and left out, one
+    key at a time, so the door keeps running on the file's value for that key.
+    """
     try:
-        return apply_site_settings(config, read_site_settings(config.paths.database))
+        settings = read_site_settings(config.paths.database)
     except FacegateError as exc:
         log.error("settings from the admin page ignored: %s", exc)
         return config
+    while True:
+        try:
+            return apply_site_settings(config, settings)
+        except SettingInvalid as exc:
+            if exc.key not in settings:
+                log.error("settings from the admin page ignored: %s", exc)
+                return config
+            log.error("site setting %s ignored: %s", exc.key, exc)
+            settings = {key: value for key, value in settings.items() if key != exc.key}
+        except FacegateError as exc:
+            log.error("settings from the admin page ignored: %s", exc)
+            return config
 
 
 def decision_for(config: Config, pipeline: FacePipeline) -> Decision:

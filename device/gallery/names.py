@@ -7,7 +7,8 @@ name, one longer than :data:`MAX_NAME_LENGTH`, and any character of the Unicode 
 (control: terminal escape codes, tabs), Cf (format: bidi overrides such as U+202E, which make
 a terminal or a page show text reversed, and invisible joiners), Zl and Zp (line and paragraph
 separators): a name is printed raw by ``facegate people list`` and must not be able to
-rewrite the screen.
+rewrite the screen. Also refused: Cs, a lone surrogate (JSON may escape one, ``"\\ud800"``),
+which is no character and cannot be stored as UTF-8.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import unicodedata
 from device.errors import NameInvalid
 
 MAX_NAME_LENGTH = 100
-_REFUSED = {"Cc", "Cf", "Zl", "Zp"}
+_REFUSED = {"Cc", "Cf", "Zl", "Zp", "Cs"}
 
 
 def clean_name(value: object, *, what: str = "a name", field: str = "name",

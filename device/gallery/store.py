@@ -100,6 +100,10 @@ class Template:
     updated_at: str
     version: int
     source: str | None  # "upload", "capture", "cli" or "api"; None before migration 5
+    damaged: str | None = None
+    """Why the stored row does not decode (a file edited by hand), or None for a sound one.
+    A damaged template's ``embedding`` is empty; the door leaves it out
+    (:meth:`Gallery.embeddings`) and the fronts show it so that it can be removed."""
 
     @property
     def dim(self) -> int:
@@ -593,7 +597,8 @@ def _enable_wal(db: Database, timeout_s: float) -> None:
 # copy of it on another door) does not know.
 _PERSON_COLUMNS = ", ".join(f"people.{field.name}" for field in fields(Person))
 _TEMPLATE_COLUMNS = ", ".join(
-    f"templates.{name}" for name in [field.name for field in fields(Template)] + ["dim"]
+    f"templates.{name}" for name in [field.name for field in fields(Template)
+                                     if field.name != "damaged"] + ["dim"]
 )
 
 
@@ -607,15 +612,41 @@ def _person(row: dict[str, Any]) -> Person:
 
 
 def _template(row: dict[str, Any]) -> Template:
+    """The row as a :class:`Template`; one that does not decode is logged and returned
+    ``damaged`` (with an empty embedding) rather than raised, so that a hand-edited file
+    still lists the person's templates and the damaged one can be removed."""
     fields = dict(row)
     dim = fields.pop("dim")
-    embedding = np.frombuffer(fields["embedding"], EMBEDDING_DTYPE).astype(np.float32)
-    if embedding.shape != (dim,):
-        raise ModelMismatch(f"template {row['id']} holds {embedding.size} numbers, not {dim}")
+    embedding, damaged = _decoded_embedding(fields["embedding"], dim)
+    try:
+        quality = json.loads(fields["quality"])
+    except (TypeError, ValueError, RecursionError):
+        quality = None
+    if not isinstance(quality, dict):
+        quality = {}
+        damaged = damaged or "its quality is not a JSON object"
+    if damaged:
+        log.error("template %s of model %s is damaged: %s", fields["id"], fields["model"],
+                  damaged)
     embedding.flags.writeable = False
-    fields["embedding"] = embedding
-    fields["quality"] = json.loads(fields["quality"])
-    return Template(**fields)
+    return Template(**{**fields, "embedding": embedding, "quality": quality,
+                       "damaged": damaged})
+
+
+def _decoded_embedding(blob: object, dim: object) -> tuple[np.ndarray, str | None]:
+    """``(vector, None)``, or ``(empty vector, why)`` for a blob the matcher cannot use."""
+    empty = np.empty(0, np.float32)
+    if not isinstance(dim, int) or dim <= 0 or not isinstance(blob, bytes):
+        return empty, f"its embedding is no blob of a positive length (dim {dim!r})"
+    if len(blob) != dim * EMBEDDING_DTYPE.itemsize:
+        return empty, (f"its embedding holds {len(blob)} bytes, not {dim} float32 numbers "
+                       f"({dim * EMBEDDING_DTYPE.itemsize} bytes)")
+    embedding = np.frombuffer(blob, EMBEDDING_DTYPE).astype(np.float32)
+    if not np.all(np.isfinite(embedding)):
+        return empty, "its embedding holds NaN or infinity"
+    if not np.any(embedding):
+        return empty, "its embedding is all zeros"
+    return embedding, None
 
 
 def _clean_name(name: str) -> str:

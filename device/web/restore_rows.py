@@ -24,7 +24,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 
 from device.daemon.access import ScheduleInvalid, parse_schedule
-from device.errors import FacegateError, RestoreRefused
+from device.errors import FacegateError, NameInvalid, RestoreRefused
+from device.gallery.names import clean_name, clean_optional_name
 from device.gallery.store import _JPEG_MAGIC, _SHA256, EMBEDDING_DTYPE, TEMPLATE_SOURCES
 from device.vision.models import load_card
 
@@ -103,6 +104,11 @@ def _person_problem(row: sqlite3.Row) -> str | None:
         return "has an empty name"
     if row["external_id"] is not None and not isinstance(row["external_id"], str):
         return "has an external_id that is not text"
+    for column, what, optional in (("name", "a person's name", False),
+                                   ("external_id", "an external id", True)):
+        problem = _name_problem(row[column], what, column, optional)
+        if problem:
+            return f"has a {column} that {problem}"
     if row["active"] not in (0, 1) or isinstance(row["active"], float):
         return f"has active = {_shown(row['active'])}, not 0 or 1"
     for column, optional in (("created_at", False), ("updated_at", False),
@@ -228,6 +234,9 @@ def _event_problem(row: sqlite3.Row) -> str | None:
             return f"has a {column} that {problem}"
     if not isinstance(row["snapshot_bytes"], int) or row["snapshot_bytes"] < 0:
         return "has a snapshot_bytes that is not a whole number of bytes"
+    problem = _name_problem(row["person_name"], "a person's name", "person_name", optional=True)
+    if problem:
+        return f"has a person_name that {problem}"
     return None
 
 
@@ -266,6 +275,22 @@ def _setting_problem(row: sqlite3.Row) -> str | None:
 
 
 # --- Shared ----------------------------------------------------------------------------------
+
+
+def _name_problem(value: object, what: str, field: str, optional: bool) -> str | None:
+    """None when ``value`` is a name as the store writes it (:mod:`device.gallery.names`):
+    the access log and ``facegate people list`` print names raw, so a restored one must not
+    hold what the rule keeps out of every other front (a bidi override, a terminal escape)."""
+    if optional and value is None:
+        return None
+    try:
+        cleaned = (clean_optional_name(value, what=what, field=field) if optional
+                   else clean_name(value, what=what, field=field))
+    except NameInvalid as error:
+        return f"breaks the name rule ({error})"
+    if cleaned != value:
+        return f"is not stored as the name rule writes it ({_shown(value)} for {cleaned!r})"
+    return None
 
 
 def _is_text(value: object) -> bool:

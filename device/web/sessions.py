@@ -101,11 +101,18 @@ def revoke_sessions(gallery: Gallery, user_id: str) -> int:
 
 
 def _write(gallery: Gallery, sql: str, params: list[str]) -> None:
+    """Bookkeeping that must never refuse a page: on a busy database, a full disk or one
+    that cannot be written, it is logged and left undone (the next request tries again)."""
     try:
         with write_transaction(gallery.db):
             gallery.db.execute(sql, params)
-    except sqlite3.OperationalError as error:  # busy: bookkeeping must not refuse a page
+    except sqlite3.Error as error:
         logger.warning("session bookkeeping not recorded (%s)", error)
+        try:  # a failed COMMIT leaves its transaction open on this connection
+            if gallery.db.conn.in_transaction:
+                gallery.db.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def _hash(session_id: str) -> str:

@@ -4,6 +4,7 @@ and reading a request's query string and body."""
 from __future__ import annotations
 
 import functools
+import reprlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -135,7 +136,10 @@ def json_body(fields: Mapping[str, tuple[type, ...]], required: tuple[str, ...] 
     if not request.get_data(cache=True):
         data: Any = {}
     else:
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:  # json.loads recurses per level: "[[[[..." a thousand deep
+            raise RequestInvalid(None, "the body nests JSON too deeply to read") from None
         if data is None:
             raise RequestInvalid(None, "the body must be JSON, sent with "
                                        "Content-Type: application/json")
@@ -144,15 +148,16 @@ def json_body(fields: Mapping[str, tuple[type, ...]], required: tuple[str, ...] 
     for name in data:
         if name not in fields:
             allowed = ", ".join(fields) or "no fields"
-            raise RequestInvalid(name, f"unknown field {name!r}; this request takes {allowed}")
+            raise RequestInvalid(name, f"unknown field {reprlib.repr(name)}; this request takes "
+                                       f"{allowed}")
     for name in required:
         if name not in data:
-            raise RequestInvalid(name, f"the field {name!r} is missing")
+            raise RequestInvalid(name, f"the field {reprlib.repr(name)} is missing")
     for name, value in data.items():
         kinds = fields[name]
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             wanted = " or ".join(dict.fromkeys(_TYPE_NAMES[kind] for kind in kinds))
-            raise RequestInvalid(name, f"{name!r} must be {wanted}, not "
+            raise RequestInvalid(name, f"{reprlib.repr(name)} must be {wanted}, not "
                                        f"{_TYPE_NAMES.get(type(value), type(value).__name__)}")
     return data
 
@@ -162,7 +167,8 @@ def query_args(allowed: tuple[str, ...]) -> dict[str, str]:
     for name in request.args:
         if name not in allowed:
             known = ", ".join(allowed) or "none"
-            raise RequestInvalid(name, f"unknown query parameter {name!r}; known: {known}")
+            raise RequestInvalid(name, f"unknown query parameter {reprlib.repr(name)}; known: "
+                                       f"{known}")
     return {name: request.args[name] for name in allowed if name in request.args}
 
 
@@ -198,10 +204,11 @@ def _aware_time(value: str | None, name: str) -> str | None:
     for ``facegate people edit``); None or "" clears."""
     try:
         when = door_time(value)
-    except ValueError:
-        raise RequestInvalid(name, f"{name} must be an ISO date or time such as 2026-01-31 or "
-                                   f"2026-01-31T18:00+01:00, not {value!r}") from None
-    return None if when is None else _utc_text(when)
+        return None if when is None else _utc_text(when)
+    except (ValueError, OverflowError):  # not ISO, or beyond year 1..9999 once in UTC
+        raise RequestInvalid(name, f"{name} must be an ISO date or time from the years 1 to "
+                                   f"9999, such as 2026-01-31 or 2026-01-31T18:00+01:00, not "
+                                   f"{reprlib.repr(value)}") from None
 
 
 def _utc_text(when: datetime) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from flask import jsonify, send_file, url_for
@@ -22,7 +23,8 @@ def events_list() -> ResponseReturnValue:
     since, until = _time_arg(args, "since"), _time_arg(args, "until")
     kind = args.get("kind")
     if kind is not None and kind not in KINDS:
-        raise RequestInvalid("kind", f"unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
+        raise RequestInvalid("kind", f"unknown kind {reprlib.repr(kind)}; kinds are "
+                                     f"{', '.join(KINDS)}")
     person_id = None
     if "person" in args:
         person_id = _person_filter(args["person"])

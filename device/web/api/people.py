@@ -4,6 +4,7 @@ enrolled."""
 from __future__ import annotations
 
 import json
+import reprlib
 from datetime import datetime
 from typing import Any
 
@@ -108,7 +109,7 @@ def person_delete(person_id: str) -> ResponseReturnValue:
 def _find_person(person_id: str) -> Person:
     person = gallery().get_person(person_id)
     if person.id != person_id:  # get_person also takes a name; URLs carry ids only
-        raise PersonNotFound(f"no person with id {person_id!r}")
+        raise PersonNotFound(f"no person with id {reprlib.repr(person_id)}")
     return person
 
 
