@@ -59,3 +59,20 @@ def load(path: Path) -> np.ndarray:
     image = cv2.imread(str(path))
     assert image is not None, path
     return image
+
+
+# A settings table edited by hand (daemon and settings-page tests).
+HAND_EDITED_SETTINGS = [  # (key, value as stored): what an editor of the file may leave
+    ("door.unlock_seconds", "not json"),
+    ("recognition.threshold", '"high"'),  # JSON, of the wrong type
+    ("door.held_open_seconds", b"\xff\xfe"),  # a blob, not UTF-8 text
+]
+
+
+def hand_edit_settings(db_path: Path, rows=HAND_EDITED_SETTINGS) -> None:
+    import sqlite3
+
+    with sqlite3.connect(db_path) as db:
+        db.executemany("INSERT OR REPLACE INTO settings (key, value, updated_at, version)"
+                       " VALUES (?, ?, '2026-01-01T00:00:00.000Z', 7)", rows)
+    db.close()

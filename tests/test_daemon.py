@@ -39,7 +39,7 @@ from device.events import EventLog
 from device.gallery.store import Gallery
 from device.identification import Decision, Identification, Identifier
 from device.vision.image_io import read_image
-from tests.conftest import DATA
+from tests.conftest import DATA, hand_edit_settings
 
 RELAY, CONTACT, EXIT_BUTTON = 17, 27, 22
 UNLOCK = 0.3
@@ -427,22 +427,6 @@ def test_settings_changed_on_the_admin_page_reach_the_running_door(rig_for, peop
     assert rig.loop.identifier.decision.threshold == 0.995
     rig.run()
     assert rig.energised_periods() == []  # nobody reaches a cosine of 0.995
-
-
-HAND_EDITED_SETTINGS = [  # (key, value as stored): what an editor of the file may leave
-    ("door.unlock_seconds", "not json"),
-    ("recognition.threshold", '"high"'),  # JSON, of the wrong type
-    ("door.held_open_seconds", b"\xff\xfe"),  # a blob, not UTF-8 text
-]
-
-
-def hand_edit_settings(db_path: Path, rows=HAND_EDITED_SETTINGS) -> None:
-    import sqlite3
-
-    with sqlite3.connect(db_path) as db:
-        db.executemany("INSERT OR REPLACE INTO settings (key, value, updated_at, version)"
-                       " VALUES (?, ?, '2026-01-01T00:00:00.000Z', 7)", rows)
-    db.close()
 
 
 def test_a_hand_edited_settings_row_does_not_stop_the_daemon_from_starting(tmp_path, people):

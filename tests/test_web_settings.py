@@ -19,6 +19,7 @@ from device.site_settings import (
     write_site_settings,
 )
 from device.vision.models import DEFAULT_EMBEDDER, load_card
+from tests.conftest import hand_edit_settings
 from tests.web_support import (
     audit_actions,
     csrf_from,
@@ -106,7 +107,6 @@ def test_a_viewer_may_not_change_settings(app, viewer):
 
 
 def test_a_hand_edited_settings_row_gives_the_page_not_a_500(app, admin):
-    from tests.test_daemon import hand_edit_settings
 
     database = app.config["DATABASE"]
     hand_edit_settings(database)

@@ -44,8 +44,9 @@ from device.gallery.names import clean_name, clean_optional_name
 # Bytes on disk are little-endian whatever the machine, so a gallery file can be copied
 # between a Pi and a PC (and, later, replicated between doors).
 EMBEDDING_DTYPE = np.dtype("<f4")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_JPEG_MAGIC = b"\xff\xd8\xff"
+# What a source hash and a stored crop look like (restores check them the same way).
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+JPEG_MAGIC = b"\xff\xd8\xff"
 TEMPLATE_SOURCES = ("upload", "capture", "cli", "api")
 
 log = logging.getLogger(__name__)
@@ -681,7 +682,7 @@ def _to_blob(vector: np.ndarray) -> bytes:
 
 
 def _as_sha256(source_sha256: str) -> str:
-    if not isinstance(source_sha256, str) or not _SHA256.fullmatch(source_sha256):
+    if not isinstance(source_sha256, str) or not SHA256_HEX.fullmatch(source_sha256):
         raise ValueError("source_sha256 must be 64 lowercase hex digits (hashlib's hexdigest())")
     return source_sha256
 
@@ -690,7 +691,7 @@ def _as_jpeg(crop_jpeg: bytes | None) -> bytes | None:
     if crop_jpeg is None:
         return None
     data = bytes(crop_jpeg)
-    if not data.startswith(_JPEG_MAGIC):
+    if not data.startswith(JPEG_MAGIC):
         raise ValueError("crop_jpeg is not JPEG data (encode the aligned crop with cv2.imencode)")
     return data
 

@@ -26,7 +26,7 @@ import numpy as np
 from device.daemon.access import ScheduleInvalid, parse_schedule
 from device.errors import FacegateError, NameInvalid, RestoreRefused
 from device.gallery.names import clean_name, clean_optional_name
-from device.gallery.store import _JPEG_MAGIC, _SHA256, EMBEDDING_DTYPE, TEMPLATE_SOURCES
+from device.gallery.store import EMBEDDING_DTYPE, JPEG_MAGIC, SHA256_HEX, TEMPLATE_SOURCES
 from device.vision.models import load_card
 
 _NOTHING = "; nothing was restored"
@@ -156,9 +156,9 @@ class _TemplateCheck:
         if not isinstance(row["quality"], str) or not _is_json_object(row["quality"]):
             return "has a quality that is not a JSON object"
         crop = row["crop_jpeg"]
-        if crop is not None and not (isinstance(crop, bytes) and crop.startswith(_JPEG_MAGIC)):
+        if crop is not None and not (isinstance(crop, bytes) and crop.startswith(JPEG_MAGIC)):
             return "has a crop_jpeg that is not JPEG data (nor NULL)"
-        if not isinstance(row["source_sha256"], str) or not _SHA256.fullmatch(
+        if not isinstance(row["source_sha256"], str) or not SHA256_HEX.fullmatch(
                 row["source_sha256"]):
             return "has a source_sha256 that is not 64 lowercase hex digits"
         if row["source"] is not None and row["source"] not in TEMPLATE_SOURCES:

@@ -186,7 +186,7 @@ def _examine(service: EnrolmentService, actor: Actor, photos: list[_Photo], pers
         if photo.examined is not None and photo.examined.conflict is not None:
             photo.matches = _matches(photo.examined.conflict)
         if photo.status != "enrolled":
-            service.audit_refusal(person.name, person, RequestInvalid(None, photo.reason or ""),
+            service.audit_refusal(person.name, person, FacegateError(photo.reason or ""),
                                   actor, photo.label, code=photo.code)
 
 
