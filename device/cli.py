@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from device.events import KINDS as EVENT_KINDS
 from device.events import EventLog, format_event_line, parse_since
 from device.gallery.store import Gallery, Template
 from device.identification import Decision, Identifier, embedder_name
+from device.liveness import LivenessCheck, LivenessSettings, liveness_loader
 from device.vision.image_io import read_image
 from device.vision.models import DEFAULT_EMBEDDER, list_cards, load_card
 from device.vision.pipeline import Face, FacePipeline
@@ -247,6 +249,47 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 })
             _print_json({"path": str(path), "faces": faces})
     return 1 if failed else 0
+
+
+def _liveness_check(config: Config, *, model: str | None = None,
+                    threshold: float | None = None) -> LivenessCheck:
+    """The door's liveness rule (``[liveness]``, the settings page's values on top), with
+    ``model`` and ``threshold`` from the command line over it; its model loaded now, so that
+    one that cannot be is one sentence (:class:`FacegateError`)."""
+    settings = LivenessSettings.from_config(config.liveness)
+    settings = replace(settings, model=model or settings.model,
+                       threshold=settings.threshold if threshold is None else threshold)
+    check = LivenessCheck(liveness_loader(config.recognition.models_dir), settings)
+    check.require()
+    return check
+
+
+def cmd_liveness(args: argparse.Namespace) -> int:
+    """Score every face of each image for presentation attack, as the door would (also when
+    the door's check is off: this is how an admin tries the model)."""
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise FacegateError(f"--threshold must be from 0 to 1, got {args.threshold:g}")
+    config = _door_config(args)
+    check = _liveness_check(config, model=args.model, threshold=args.threshold)
+    # The door's face finding (detector, then FaceMesh to drop what is not a face); the
+    # embedder is not needed to judge liveness.
+    pipeline = FacePipeline.without_embedder(config.recognition.models_dir)
+    unreadable: list[Path] = []
+    for path, frame in _readable(args.images, unreadable):
+        faces = []
+        for face in pipeline.locate(frame, thorough=True):
+            verdict = check.judge(frame, face.box)
+            faces.append({
+                "box": [round(float(v), 1) for v in face.box],
+                "live_score": None if verdict.score is None else round(verdict.score, 4),
+                "threshold": round(verdict.threshold, 4),
+                # A face the model could not score is not live, but no attack either.
+                "decision": ("live" if verdict.live else "attack" if verdict.attack
+                             else "unscored"),
+            })
+        _print_json({"path": str(path), "faces": faces})
+    # As with enroll: 2 says "some images could not be judged", distinct from a failure (1).
+    return 2 if unreadable else 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -497,12 +540,38 @@ def cmd_info(args: argparse.Namespace) -> int:
     finally:
         if gallery is not None:
             gallery.close()
+    info["liveness"] = _liveness_info(config)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
-            print(f"{key}: {value}")
+            if key == "liveness":
+                for name, item in value.items():
+                    print(f"liveness.{name}: {item}")
+            else:
+                print(f"{key}: {value}")
     return 0
+
+
+def _liveness_info(config: Config) -> dict:
+    """The liveness rule in force: the configuration's (or the settings page's) threshold and
+    votes, else its model card's. A model that cannot be loaded is reported, not raised: the
+    rest of ``info`` is still worth reading."""
+    settings = config.liveness
+    window = config.recognition.votes_window
+    info: dict = {"enabled": settings.enabled}
+    try:
+        check = _liveness_check(config)
+    except FacegateError as exc:
+        return {**info, "model": settings.model or None, "error": str(exc)}
+    info.update(
+        model=check.require().name,
+        threshold=check.threshold,
+        threshold_source="configuration" if settings.threshold is not None else "model card",
+        votes_needed=check.votes_needed(window),
+        votes_source="configuration" if settings.votes_needed is not None else "model card",
+        votes_window=window)
+    return info
 
 
 def cmd_reembed(args: argparse.Namespace) -> int:
@@ -619,6 +688,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "model card's for the gallery's size)")
     sub.add_argument("--margin", type=float, default=None,
                      help="minimum lead over the next person (default: the model card's)")
+    sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+
+    sub = command("liveness", cmd_liveness,
+                  "Judge each face in images live or a presentation attack (a printed photo, "
+                  "a screen): JSON lines with the liveness score of every face. Exits 2 when "
+                  "some images could not be read.", db=True, model=False)
+    sub.add_argument("--model", default=None,
+                     help="liveness model name in the models folder (default: the "
+                          "configuration's liveness.model, else the default liveness model)")
+    sub.add_argument("--threshold", type=float, default=None,
+                     help="minimum liveness score (0 to 1) for 'live' (default: "
+                          "liveness.threshold as the door has it, from the settings page or "
+                          "the configuration, else the model card's)")
     sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
 
     sub = command("verify", cmd_verify, "Compare the largest faces of two images (1:1).")

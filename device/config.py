@@ -160,6 +160,19 @@ class RecognitionConfig:
 
 
 @dataclass(frozen=True)
+class LivenessConfig:
+    """``[liveness]``: presentation-attack detection (printed photos, screens) at this door.
+    ``model`` "" is the default liveness model; ``threshold`` and ``votes_needed`` of None
+    take its card's. A track needs ``votes_needed`` live frames among the last
+    ``recognition.votes_window`` as well as its identity votes."""
+
+    enabled: bool = _key(True)
+    model: str = _key("")
+    threshold: float | None = _key(low=0, high=1)
+    votes_needed: int | None = _key(low=1, high=10)
+
+
+@dataclass(frozen=True)
 class EventsConfig:
     """``[events]``: how much of the access log to keep (see device/events/retention.py)."""
 
@@ -220,6 +233,7 @@ SECTIONS: dict[str, type] = {
     "door": DoorConfig,
     "camera": CameraConfig,
     "recognition": RecognitionConfig,
+    "liveness": LivenessConfig,
     "events": EventsConfig,
     "web": WebConfig,
     "paths": PathsConfig,
@@ -234,6 +248,7 @@ class Config:
     door: DoorConfig = field(default_factory=DoorConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -496,6 +511,14 @@ def _check_together(config: Config, values: dict[str, dict[str, tuple[Any, _Orig
             f"{where('recognition', 'votes_needed', 'votes_window')}: the door waits for "
             "votes_needed matching frames among the last votes_window"
         )
+    live_votes = config.liveness.votes_needed
+    if live_votes is not None and live_votes > recognition.votes_window:
+        raise ConfigError(
+            f"liveness.votes_needed ({live_votes}) cannot be more than "
+            f"recognition.votes_window ({recognition.votes_window}) "
+            f"{where('liveness', 'votes_needed')}: the door counts live frames among the "
+            "last votes_window"
+        )
     seen: dict[int, str] = {}
     for item in fields(DoorConfig):
         pin = getattr(config.door, item.name)
@@ -536,7 +559,9 @@ _BRIEF = _Brief()
 
 def _shown(value: Any) -> str:
     """``value`` for a one-line message: its repr, escaped and cut short."""
-    return _BRIEF.repr(value)
+    text = _BRIEF.repr(value)
+    # Each part is already short, but a list of dicts of lists still adds up to a paragraph.
+    return text if len(text) <= 160 else text[:150] + "...(cut)"
 
 
 def _shown_path(path: Path) -> str:

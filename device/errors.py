@@ -188,3 +188,15 @@ class RecordUnwritable(FacegateError):
     disk is full, the database is locked or unwritable. The door was left as it was."""
 
     code = "record_unwritable"
+
+
+class PresentationAttack(FacegateError):
+    """A face captured from the door camera that the liveness check judged not live: a photo
+    or a screen held up to the camera. Not overridable: capture the person themselves, or
+    enrol a photo by upload. ``score`` is the liveness score (None: it could not be scored)."""
+
+    code = "presentation_attack"
+
+    def __init__(self, message: str, *, score: float | None = None) -> None:
+        super().__init__(message)
+        self.score = score

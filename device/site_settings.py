@@ -43,6 +43,9 @@ SETTABLE: frozenset[str] = frozenset({
     "events.max_snapshot_mb",
     "events.min_free_mb",
     "camera.source",
+    "liveness.enabled",
+    "liveness.threshold",
+    "liveness.votes_needed",
 })
 """The dotted config keys the settings page may change."""
 

@@ -2,6 +2,11 @@
 
 The relay is judged by the mock pin's timed history, as gpiozero's own tests do: energised
 once, for the configured time, and never for a stranger.
+
+These tests are about identity, votes, rules and failing safe: they replay LFW press photos,
+which the liveness check rightly takes for photos, so it is off here (the rig's loop has no
+liveness check; the daemons started from a configuration get ``liveness.enabled = false``).
+tests/test_liveness_door.py has it on.
 """
 
 from __future__ import annotations
@@ -46,6 +51,15 @@ UNLOCK = 0.3
 TOLERANCE = 0.05
 STRANGERS = sorted((DATA / "strangers").glob("*.jpg"))
 MONDAY_NOON = datetime(2026, 11, 30, 12, 0).astimezone()
+WITHOUT_LIVENESS = "[liveness]\nenabled = false\n"
+
+
+@pytest.fixture(autouse=True)
+def without_liveness(tmp_path, monkeypatch):
+    """Daemons and commands started here read a configuration file with liveness off."""
+    config = tmp_path / "without-liveness.toml"
+    config.write_text(WITHOUT_LIVENESS)
+    monkeypatch.setenv("FACEGATE_CONFIG", str(config))
 
 
 class Rig:
@@ -73,7 +87,8 @@ class Rig:
         self.loop = DoorLoop(camera=self.camera,
                              identifier=Identifier(pipeline, self.gallery, decision),
                              door=self.door, events=self.events, settings=LoopSettings(),
-                             door_events=self.door_events, local_time=local_time)
+                             door_events=self.door_events, local_time=local_time,
+                             liveness=None)  # no liveness check (see the module's docstring)
 
     def enrol(self, name: str, photo: Path) -> str:
         frame, sha256 = read_image(photo)
@@ -318,7 +333,7 @@ def test_sigterm_during_an_unlock_leaves_the_relay_locked(tmp_path, people, monk
     write_scene(scene, [people["Colin_Powell"][1]], frames_each=5)
     config = load_config(None, {"paths.data_dir": str(tmp_path / "data"),
                                 "door.unlock_seconds": 30, "camera.fps": 30,
-                                "web.enabled": False})
+                                "web.enabled": False, "liveness.enabled": False})
     config.paths.data_dir.mkdir(parents=True)
     with Gallery(config.paths.database) as gallery:
         from device.vision.pipeline import FacePipeline

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from device.events import EventLog
+from device.liveness import LivenessCheck, attack_sentence, liveness_loader
 from device.web.services import Services
+from tests.conftest import load
+from tests.liveness_support import PRINT_ATTACKS, needs_pad_dev, pad_dev
 from tests.web_support import (
     COLIN,
     PASSWORD,
@@ -230,3 +233,103 @@ def test_a_door_opened_while_locked_shows_as_forced(make_app, services, pin_fact
 def test_an_audit_page_number_out_of_range_is_a_400(admin):
     assert admin.get("/audit?page=99999999999999999999").status_code == 400
     assert admin.get("/audit?page=2").status_code == 200
+
+
+# --- Presentation attacks ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def attack(app, pipeline, events):
+    """A printed photo held up to the door, as the daemon logs it: judged by the real
+    liveness model, resembling Colin Powell by the real embedder, with its snapshot."""
+    frame = load(pad_dev(PRINT_ATTACKS[0]))
+    face = pipeline.process(frame)[0]
+    judged = LivenessCheck(liveness_loader()).judge(frame, face.box)
+    assert judged.attack
+    colin = pipeline.process(load(COLIN[0]))[0]
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    with EventLog(app.config["DATABASE"], app.config["SNAPSHOTS_DIR"], door_id="front",
+                  clock=lambda: START + timedelta(hours=5), stdout=io.StringIO()) as log:
+        return log.record(
+            "attack", person_id="p-colin", person_name="Colin Powell",
+            score=float(np.dot(face.embedding, colin.embedding)),
+            reason=attack_sentence(judged), face_crop=frame[y1:y2, x1:x2], frame=frame,
+            detail={"liveness": round(judged.score, 4), "liveness_threshold": judged.threshold,
+                    "liveness_votes": [round(judged.score, 4)] * 3})
+
+
+def row(response, kind: str) -> str:
+    return re.search(rf'<tr data-kind="{kind}".*?</tr>', response.get_data(as_text=True),
+                     re.S)[0]
+
+
+@needs_pad_dev
+def test_a_presentation_attack_reads_as_one_in_the_log(viewer, attack):
+    response = viewer.get("/log")
+    assert rows(response) == ["attack", "forced_open", "denied", "unknown", "granted"]
+    shown = row(response, "attack")
+    liveness = f"{attack.detail['liveness']:.2f}"
+    assert '<span class="kind kind-attack kind-refused">presentation attack</span>' in shown
+    assert '<span class="resembled">looked like</span> Colin Powell' in shown
+    assert (f'<td class="reason">Presentation attack — looked like Colin Powell, liveness '
+            f'{liveness}</td>') in shown
+    assert f'<td class="score">{attack.score:.3f}</td>' in shown
+    assert f'<img class="snapshot" src="/snapshots/{attack.id}/face"' in shown
+    # Refusals share one colour; a grant has its own.
+    assert 'class="kind kind-denied kind-refused"' in row(response, "denied")
+    assert 'class="kind kind-granted"' in row(response, "granted")
+
+
+@needs_pad_dev
+def test_the_log_filters_presentation_attacks(admin, attack):
+    response = admin.get("/log?kind=attack")
+    assert rows(response) == ["attack"]
+    assert re.search(r'<option value="attack" selected>presentation attack</option>',
+                     response.get_data(as_text=True))
+    assert rows(admin.get("/log?person=p-colin")) == ["attack", "denied", "granted"]
+    table = list(csv.reader(io.StringIO(admin.get("/log.csv?kind=attack")
+                                        .get_data(as_text=True))))
+    assert [line[2:4] for line in table[1:]] == [["attack", "Colin Powell"]]
+    assert table[1][5] == attack.reason and "liveness" in attack.reason
+
+
+@needs_pad_dev
+def test_the_dashboard_shows_a_presentation_attack_with_its_liveness(admin, attack):
+    page = admin.get("/").get_data(as_text=True)
+    newest = re.search(r'<ul id="recent-events".*?<li data-kind="(\w+)"(.*?)</li>', page,
+                       re.S)
+    assert newest[1] == "attack"
+    assert "presentation attack" in newest[2] and "looked like</span> Colin Powell" in newest[2]
+    assert f'<span class="liveness">liveness {attack.detail["liveness"]:.2f}</span>' in newest[2]
+
+
+@needs_pad_dev
+def test_the_api_lists_presentation_attacks_with_their_liveness(viewer, attack):
+    listed = viewer.get("/api/events?kind=attack").get_json()
+    assert listed["total"] == 1
+    (event,) = listed["events"]
+    assert (event["kind"], event["person_name"]) == ("attack", "Colin Powell")
+    assert event["detail"]["liveness"] == attack.detail["liveness"]
+    assert event["face_url"] == f"/api/events/{attack.id}/face.jpg"
+
+
+@needs_pad_dev
+def test_an_attack_on_a_person_since_erased_keeps_its_liveness_but_not_the_name(app, admin,
+                                                                                 attack):
+    with EventLog(app.config["DATABASE"], app.config["SNAPSHOTS_DIR"], door_id="front",
+                  stdout=io.StringIO()) as log:
+        log.delete_person("p-colin")
+    shown = row(admin.get("/log"), "attack")
+    assert "Colin" not in shown
+    assert (f'<td class="reason">Presentation attack — liveness '
+            f'{attack.detail["liveness"]:.2f}</td>') in shown
+
+
+def test_an_attack_the_model_could_not_score_is_still_shown_as_one(app, admin):
+    with EventLog(app.config["DATABASE"], app.config["SNAPSHOTS_DIR"], door_id="front",
+                  stdout=io.StringIO()) as log:
+        log.record("attack", reason=attack_sentence(None),
+                   detail={"liveness": None, "liveness_votes": [None, None, None]})
+    shown = row(admin.get("/log"), "attack")
+    assert '<td class="reason">Presentation attack</td>' in shown
+    assert '<td class="person"></td>' in shown

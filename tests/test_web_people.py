@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 import cv2
 import numpy as np
 
+from device.config import Config
 from device.events import EventLog
 from device.gallery.store import Gallery
 from device.web.services import Services
+from tests.liveness_support import BONA_FIDE, PRINT_ATTACKS, needs_pad_dev, pad_dev
 from tests.web_support import (
     COLIN,
     COUPLE,
@@ -28,6 +30,7 @@ from tests.web_support import (
     post,
     results,
     sign_in,
+    signed_in,
     upload,
 )
 
@@ -426,3 +429,30 @@ def test_a_name_with_terminal_escapes_or_a_bidi_override_is_refused(app, admin):
         assert 'id="error-name"' in response.get_data(as_text=True)
     with gallery_of(app) as gallery:
         assert gallery.counts()["people"] == 0
+
+
+@needs_pad_dev
+def test_capture_refuses_a_photo_held_up_to_the_camera_and_takes_a_live_face(make_app,
+                                                                            services):
+    # The door's own configuration: the liveness check on.
+    services.config = Config()
+    services.live = PhotoLiveView([pad_dev(name) for name in PRINT_ATTACKS])
+    app = make_app(services=services, CAPTURE_TIMEOUT_SECONDS=1.5)
+    client = signed_in(app, "ann", "admin")
+    person_id = add_person(client, "Printed Person")
+    response = post(client, f"/people/{person_id}/capture", {"frames": "2"},
+                    page=f"/people/{person_id}/capture")
+    outcomes = results(response)
+    assert outcomes and {status for status, _ in outcomes} == {"refused"}
+    assert all("looks like a photo or a screen, not a live face (liveness" in reason
+               for _, reason in outcomes)
+    assert "took the face for a photo or a screen" in response.get_data(as_text=True)
+    assert template_count(app, person_id) == 0
+    assert "enrol_refused" in audit_actions(app.config["DATABASE"])
+
+    services.live = PhotoLiveView([pad_dev(BONA_FIDE[0])])
+    live_person = add_person(client, "Live Person")
+    response = post(client, f"/people/{live_person}/capture", {"frames": "1"},
+                    page=f"/people/{live_person}/capture")
+    assert [status for status, _ in results(response)] == ["accepted"]
+    assert template_count(app, live_person) == 1

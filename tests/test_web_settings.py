@@ -18,6 +18,7 @@ from device.site_settings import (
     site_settings_seq,
     write_site_settings,
 )
+from device.vision.liveness import LivenessModel
 from device.vision.models import DEFAULT_EMBEDDER, load_card
 from tests.conftest import hand_edit_settings
 from tests.web_support import (
@@ -189,3 +190,99 @@ def test_an_admin_downloads_a_backup_and_restores_it_from_the_settings_page(admi
     with Gallery(db_path) as gallery:
         assert gallery.find_person("Kept In Backup") is not None
     assert "restore" in audit_actions(db_path)
+
+
+# --- Liveness ------------------------------------------------------------------------------------
+
+
+def test_the_page_offers_the_liveness_settings_with_the_cards_values(admin, services):
+    model = LivenessModel.by_name("")
+    page = admin.get("/settings").get_data(as_text=True)
+    enabled = re.search(r'<select id="liveness.enabled" name="liveness.enabled">(.*?)</select>',
+                        page, re.S)[1]
+    assert re.findall(r'<option value="(\w*)"', enabled) == ["", "true", "false"]
+    assert '<option value="" selected>' in enabled  # not set here: the file's value applies
+    # Without a value here, the daemon's configuration decides (the page's tests run it off).
+    daemon = "on" if services.config.liveness.enabled else "off"
+    assert f'<b id="default-liveness-enabled">{daemon}</b>' in page
+    assert (f'<b id="default-liveness-threshold">the model card\'s ({model.threshold:g})</b>'
+            in page.replace("&#39;", "'"))
+    assert (f'<b id="default-liveness-votes_needed">the model card\'s '
+            f'({model.votes_needed:g})</b>' in page.replace("&#39;", "'"))
+    assert re.search(r'name="liveness.threshold" value=""\s+type="number" step="0.01"', page)
+    assert f"<code>{model.name}</code>" in re.search(r'id="liveness-explained">.*?</p>', page,
+                                                     re.S)[0]
+
+
+def test_liveness_can_be_turned_off_and_back_to_the_files_value(app, admin):
+    database = app.config["DATABASE"]
+    assert save(admin, liveness__enabled="false").status_code == 302
+    assert read_site_settings(database) == {"liveness.enabled": False}
+    assert audit_actions(database)[-1] == "settings_change"
+    page = admin.get("/settings").get_data(as_text=True)
+    assert '<option value="false" selected>off</option>' in page
+    applied = apply_site_settings(load_config(None, {}, environ={}),
+                                  read_site_settings(database))
+    assert applied.liveness.enabled is False
+    assert save(admin, liveness__enabled="").status_code == 302
+    assert read_site_settings(database) == {}
+
+
+def test_the_liveness_threshold_and_votes_are_saved_and_applied(app, admin):
+    database = app.config["DATABASE"]
+    response = save(admin, liveness__threshold="0.8", liveness__votes_needed="3",
+                    liveness__enabled="true")
+    assert response.status_code == 302
+    assert read_site_settings(database) == {"liveness.enabled": True,
+                                            "liveness.threshold": 0.8,
+                                            "liveness.votes_needed": 3}
+    applied = apply_site_settings(load_config(None, {}, environ={}),
+                                  read_site_settings(database)).liveness
+    assert (applied.enabled, applied.threshold, applied.votes_needed) == (True, 0.8, 3)
+    page = admin.get("/settings").get_data(as_text=True)
+    assert 'name="liveness.threshold" value="0.8"' in page
+    assert '<option value="true" selected>on</option>' in page
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("liveness.enabled", "maybe", "must be true or false"),
+    ("liveness.enabled", "1", "must be true or false"),
+    ("liveness.threshold", "1.5", "must be from 0 to 1"),
+    ("liveness.threshold", "-0.1", "must be from 0 to 1"),
+    ("liveness.threshold", "high", "must be a number"),
+    ("liveness.votes_needed", "0", "must be from 1 to 10"),
+    ("liveness.votes_needed", "1.5", "must be a whole number"),
+    ("liveness.votes_needed", "4", "cannot be more than recognition.votes_window"),
+])
+def test_a_bad_liveness_value_is_refused_beside_its_field(app, admin, key, value, message):
+    database = app.config["DATABASE"]
+    response = post(admin, "/settings", {"door.held_open_seconds": "40", key: value},
+                    page="/settings")
+    assert response.status_code == 400
+    assert message in field_error(response, key)
+    assert read_site_settings(database) == {}
+    assert "settings_change" not in audit_actions(database)
+
+
+def test_a_liveness_change_without_the_forms_token_is_refused(app, admin):
+    response = admin.post("/settings", data={"liveness.enabled": "false"})
+    assert response.status_code in (400, 403)
+    assert read_site_settings(app.config["DATABASE"]) == {}
+    forged = admin.post("/settings", data={"liveness.enabled": "false",
+                                           "csrf_token": "not-the-token"})
+    assert forged.status_code in (400, 403)
+    assert read_site_settings(app.config["DATABASE"]) == {}
+
+
+def test_the_api_sets_liveness_with_json_booleans(app, admin):
+    token = csrf_from(admin, "/settings")
+    changed = admin.patch("/api/settings", json={"liveness.enabled": False,
+                                                 "liveness.threshold": 0.7},
+                          headers={"X-CSRF-Token": token})
+    assert changed.status_code == 200, changed.get_json()
+    assert changed.get_json()["settings"] == {"liveness.enabled": False,
+                                              "liveness.threshold": 0.7}
+    refused = admin.patch("/api/settings", json={"liveness.enabled": "sometimes"},
+                          headers={"X-CSRF-Token": token})
+    assert refused.status_code == 400
+    assert refused.get_json()["field"] == "liveness.enabled"

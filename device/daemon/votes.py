@@ -5,6 +5,13 @@ door opens only when the same enrolled person has won K of the track's last M fr
 other enrolled person has won any of them, and the face passed the quality gate in those
 frames. A single lucky frame of a look-alike, a face that changes identity half-way (a photo
 swapped in front of the camera), or a blurred face never opens it.
+
+With the liveness check on, the track also needs K *live* frames among the same last M
+(``live_needed``, the liveness K). A track is judged an **attack** once at least M - K + 1
+of its last M frames were scored as not live, so that it can no longer reach K live ones,
+and at least one of those M frames showed a face good enough to judge (it passed the
+quality gate: an identity winner always has); an attack never opens, for as long as the
+track lasts. A frame whose liveness could not be scored is not live but no attack vote.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from itertools import count
 import numpy as np
 
 from device.identification import Identification
+from device.liveness import Liveness
 
 # Boxes of the same face in consecutive frames at 15 fps overlap far more than this.
 MIN_TRACK_IOU = 0.3
@@ -28,6 +36,8 @@ class Vote:
     person_id: str | None
     score: float
     refusal: str | None  # "low quality: ..." or "stranger" when person_id is None
+    liveness: Liveness | None = None  # None: the liveness check is off
+    good_quality: bool = True  # the face passed the quality gate
 
 
 @dataclass
@@ -37,17 +47,22 @@ class Track:
     votes: deque[Vote]
     last_seen: int  # frame number
     latest: Identification
-    decided: bool = False  # an unknown/denied event was already logged for this track
+    decided: bool = False  # an unknown/attack event was already logged for this track
+    attack: bool = False  # judged a presentation attack: this track never opens
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a track's votes say now: ``winner`` once K of M agree, else None."""
+    """What a track's votes say now: ``winner`` once K of M agree (and, with liveness, K of
+    M were live), else None. ``resembles`` is the person the face looks like: the identity
+    winner, else the best-scoring enrolled person among its votes (None: nobody)."""
 
     track: Track
     winner: str | None  # person id
     best_score: float
     stranger: bool  # M votes, none for an enrolled person
+    attack: bool = False  # the track is (now or earlier) judged a presentation attack
+    resembles: str | None = None  # person id
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,16 +76,22 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 class VoteTracker:
     """Keeps tracks across frames and counts their votes.
 
-    ``needed`` (K) of the last ``window`` (M) frames must name the same person. A track not
-    seen for ``window`` frames is forgotten, so a face that leaves and comes back starts over.
+    ``needed`` (K) of the last ``window`` (M) frames must name the same person, and with
+    ``live_needed`` (the liveness K; None: no liveness check) that many must be live. A track
+    not seen for ``window`` frames is forgotten, so a face that leaves and comes back starts
+    over.
     """
 
-    def __init__(self, needed: int = 2, window: int = 3) -> None:
+    def __init__(self, needed: int = 2, window: int = 3, live_needed: int | None = None) -> None:
         if not 1 <= needed <= window:
             raise ValueError(f"votes needed ({needed}) must be between 1 and the window "
                              f"({window})")
+        if live_needed is not None and not 1 <= live_needed <= window:
+            raise ValueError(f"live votes needed ({live_needed}) must be between 1 and the "
+                             f"window ({window})")
         self.needed = needed
         self.window = window
+        self.live_needed = live_needed
         self._tracks: list[Track] = []
         self._frame = 0
         self._ids = count(1)
@@ -102,9 +123,24 @@ class VoteTracker:
         winner = None
         # Two different people in one window is a face that changed identity: no winner.
         if len(people) == 1 and len(named) >= self.needed:
-            winner = people.pop()
+            winner = next(iter(people))
+        closest = max(named, key=lambda v: v.score, default=None)
+        resembles = winner or (closest.person_id if closest is not None else None)
         stranger = len(track.votes) == self.window and not named
-        return Verdict(track, winner, best, stranger)
+        if self.live_needed is None:
+            return Verdict(track, winner, best, stranger, resembles=resembles)
+        if self._is_attack(track):
+            track.attack = True
+        live = sum(v.liveness is not None and v.liveness.live for v in track.votes)
+        if track.attack or live < self.live_needed:
+            winner = None
+        return Verdict(track, winner, best, stranger, attack=track.attack, resembles=resembles)
+
+    def _is_attack(self, track: Track) -> bool:
+        attacks = sum(v.liveness is not None and v.liveness.attack for v in track.votes)
+        # So many attack votes that the window can no longer hold K live ones.
+        hopeless = attacks >= self.window - self.live_needed + 1
+        return hopeless and any(v.good_quality for v in track.votes)
 
     def forget(self, track: Track) -> None:
         """Start this face over (after a grant, so one grant is not counted twice)."""

@@ -14,7 +14,11 @@ enrolment, refusal and override is in the audit log whichever front made it:
 - a new photo of an enrolled person must look like their enrolled photos, at the card's
   strict 1:1 threshold (``enrolment_threshold``, FAR 1e-4): ``NotSamePerson``;
 - during a capture, every frame must look like the frames captured before it
-  (``FaceChanged``), so a capture stops when someone else steps in front of the camera.
+  (``FaceChanged``), so a capture stops when someone else steps in front of the camera;
+- a frame captured from the door camera must be a live face when the liveness check is on
+  (``PresentationAttack``: "looks like a photo or a screen, not a live face (liveness
+  0.03)"), never overridable. Photos given by an admin (upload, CLI, API) are not checked:
+  admins enrol from photos of photos.
 
 The identity refusals (``IdentityConflict``) may be overridden by an admin who has looked:
 ``force=True`` with a reason; the override is audited with who and why.
@@ -41,10 +45,12 @@ from device.errors import (
     NoFaceFound,
     NotSamePerson,
     PoorQuality,
+    PresentationAttack,
     SeveralFaces,
 )
 from device.gallery.store import Gallery, Person, Template
 from device.identification import Decision
+from device.liveness import LivenessCheck, attack_sentence
 from device.vision.pipeline import Face, FacePipeline
 from device.vision.quality import QualityGate
 
@@ -105,37 +111,44 @@ class Actor:
 class EnrolmentService:
     """Enrol photos into ``gallery`` with ``pipeline``, under ``policy``.
 
-    ``pipeline_lock``: held around every use of the pipeline (TFLite interpreters are not
-    thread-safe; the web page serves from several threads); None for a single thread.
+    ``pipeline_lock``: held around every use of the pipeline and the liveness model (TFLite
+    interpreters are not thread-safe; the web page serves from several threads); None for a
+    single thread. ``liveness``: the check that frames captured from the door camera must
+    pass; None when the liveness check is off.
     """
 
     def __init__(self, pipeline: FacePipeline, gallery: Gallery, policy: EnrolmentPolicy, *,
                  pipeline_lock: contextlib.AbstractContextManager | None = None,
-                 store_crops: bool = True) -> None:
+                 store_crops: bool = True, liveness: LivenessCheck | None = None) -> None:
         self.pipeline = pipeline
         self.gallery = gallery
         self.policy = policy
         self.store_crops = store_crops
+        self.liveness = liveness
         self._lock = pipeline_lock or contextlib.nullcontext()
 
     @classmethod
-    def with_card_defaults(cls, pipeline: FacePipeline, gallery: Gallery) -> EnrolmentService:
+    def with_card_defaults(cls, pipeline: FacePipeline, gallery: Gallery, *,
+                           liveness: LivenessCheck | None = None) -> EnrolmentService:
         """The service with the embedder card's thresholds and nothing configured (tools,
         benchmarks and tests; the fronts build theirs from the configuration)."""
         card = pipeline.embedder_card
         return cls(pipeline, gallery,
-                   EnrolmentPolicy.from_card(card.card, Decision.from_card(card.threshold)))
+                   EnrolmentPolicy.from_card(card.card, Decision.from_card(card.threshold)),
+                   liveness=liveness)
 
     # --- the checks -----------------------------------------------------------------------
 
     def examine(self, frame: np.ndarray, sha256: str, *, person: Person | None,
                 label: str = "image", face_index: int | None = None, force: bool = False,
-                captured_before: list[np.ndarray] | None = None) -> Examined:
+                captured_before: list[np.ndarray] | None = None,
+                live: bool = False) -> Examined:
         """Every check, nothing written. ``person``: whom the photo is for (None: a person
         not created yet). ``face_index``: the face the admin picked among several (an index
         into the faces found, largest first). ``captured_before``: embeddings of the frames
-        already taken in this capture. ``force``: an identity conflict is returned in
-        ``Examined.conflict`` instead of raised."""
+        already taken in this capture. ``live``: the frame comes from the door camera, so
+        the face must pass the liveness check (when it is on). ``force``: an identity
+        conflict is returned in ``Examined.conflict`` instead of raised; an attack is not."""
         self._refuse_foreign_model()
         owner = self.gallery.has_source(self.pipeline.model_name, sha256)
         if owner is not None:
@@ -147,6 +160,8 @@ class EnrolmentService:
         problems = self.policy.gate.problems(face.quality)
         if problems:
             raise PoorQuality(f"{label}: " + "; ".join(problems))
+        if live:
+            self._refuse_attack(frame, face, label)
         conflict = self._identity_conflict(face.embedding, person, label, captured_before)
         if conflict is not None and not force:
             raise conflict
@@ -215,6 +230,14 @@ class EnrolmentService:
                 f"run `facegate reembed --model {self.pipeline.model_name}` first, or enrol "
                 f"with {model}")
 
+    def _refuse_attack(self, frame: np.ndarray, face: Face, label: str) -> None:
+        if self.liveness is None or not self.liveness.enabled:
+            return
+        with self._lock:
+            judged = self.liveness.judge(frame, face.box)
+        if not judged.live:
+            raise PresentationAttack(f"{label}: {attack_sentence(judged)}", score=judged.score)
+
     def _subject_index(self, faces: list[Face], shape: tuple[int, ...], label: str,
                        face_index: int | None) -> int:
         if not faces:
@@ -276,7 +299,8 @@ class Capture:
 
     Each frame is checked like an uploaded photo (against the person's templates and
     everyone else's) and also against the frames already taken in this capture; the first
-    frame that is not the same face raises ``FaceChanged`` and the capture should stop.
+    frame that is not the same face raises ``FaceChanged`` and the capture should stop. A
+    frame the liveness check judges not live raises ``PresentationAttack``.
     """
 
     def __init__(self, service: EnrolmentService, person: Person, actor: Actor) -> None:
@@ -289,7 +313,7 @@ class Capture:
         before = [enrolled.face.embedding for enrolled in self.taken]
         try:
             examined = self.service.examine(frame, sha256, person=self.person, label=label,
-                                            captured_before=before)
+                                            captured_before=before, live=True)
         except FacegateError as refusal:
             self.service.audit_refusal(self.person.name, self.person, refusal, self.actor,
                                         label)

@@ -17,6 +17,7 @@ KINDS = (
     "granted",
     "denied",
     "unknown",
+    "attack",
     "forced_open",
     "held_open",
     "exit_button",
@@ -24,7 +25,9 @@ KINDS = (
     "door_closed",
     "unclean_shutdown",
 )
-"""What an event can record: a face decision (the first three), something the door did, or
+"""What an event can record: a face decision (the first four: ``attack`` is a face judged a
+presentation attack, a photo or a screen held up, with the person it resembles, if anyone,
+and its liveness score in ``detail["liveness"]``), something the door did, or
 ``unclean_shutdown``: the daemon found, at start, that its last run never stopped cleanly
 (killed, crashed, power lost), so a hold-open or an unlock then may have left no record."""
 
@@ -36,7 +39,9 @@ class Event:
     ``face_path`` and ``frame_path`` are relative to the snapshots folder (``YYYY/MM/DD/
     <id>-face.jpg``), or None when no snapshot was kept or retention has removed it;
     ``snapshot_bytes`` is their size together. ``score`` is the best cosine of a face
-    decision. ``detail`` is free JSON for the decision's particulars; hazard: it is not
+    decision (for an ``attack``, to the person it resembles). ``detail`` is free JSON for the
+    decision's particulars (a face decision's ``liveness`` score and ``liveness_threshold``
+    when the liveness check is on; an attack's ``liveness_votes`` too); hazard: it is not
     erased by :meth:`~device.events.EventLog.delete_person`, so never put names or person
     ids in it. ``version`` grows by one whenever the row changes (snapshots removed, person
     erased). Not hashable when ``detail`` is set (a dict).

@@ -16,22 +16,24 @@ _MAX_DIGITS = 12  # more than a trillion weeks is no age; int() also refuses 4,3
 
 
 def journal_line(event: Event) -> str:
-    """The event as one JSON object for stdout (journald): no snapshot bytes, no detail."""
-    return json.dumps(
-        {
-            "event": "access",
-            "id": event.id,
-            "at": event.at,
-            "door": event.door,
-            "kind": event.kind,
-            "person": event.person_name,
-            "person_id": event.person_id,
-            "score": None if event.score is None else round(event.score, 4),
-            "reason": event.reason,
-            "face": event.face_path,
-            "frame": event.frame_path,
-        }
-    )
+    """The event as one JSON object for stdout (journald): no snapshot bytes, no detail but
+    the liveness score of a face judged by the liveness check (``attack`` events always)."""
+    line = {
+        "event": "access",
+        "id": event.id,
+        "at": event.at,
+        "door": event.door,
+        "kind": event.kind,
+        "person": event.person_name,
+        "person_id": event.person_id,
+        "score": None if event.score is None else round(event.score, 4),
+        "reason": event.reason,
+        "face": event.face_path,
+        "frame": event.frame_path,
+    }
+    if event.detail and "liveness" in event.detail:
+        line["liveness"] = event.detail["liveness"]
+    return json.dumps(line)
 
 
 def format_event_line(event: Event, tz: tzinfo | None = None) -> str:

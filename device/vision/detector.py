@@ -156,6 +156,8 @@ def _tiles(frame: np.ndarray, fraction: float = 0.6) -> list[tuple[np.ndarray, i
     """Overlapping square tiles (a 3x3 grid) of ``fraction`` of the longer side."""
     height, width = frame.shape[:2]
     size = int(max(height, width) * fraction)
+    if size < 1:  # a frame of a pixel or two has no tiles (and no face to find in them)
+        return []
     ys = np.linspace(0, max(0, height - size), 3).astype(int)
     xs = np.linspace(0, max(0, width - size), 3).astype(int)
     return [(frame[y:y + size, x:x + size], int(x), int(y)) for y in ys for x in xs]

@@ -23,6 +23,8 @@ LANDMARKS = "face_landmark"
 # int8 weights, float activations: faster than float16 on XNNPACK at nearly the same accuracy
 # (models/README.md); the float16 file stays beside it as the reference.
 DEFAULT_EMBEDDER = "face_recognition_sface_2021dec_int8dr"
+# MiniFASNetV2 and V1SE fine-tuned on pad-dev and fused (models/README.md, docs/liveness.md).
+DEFAULT_LIVENESS = "liveness_minifasnet_fused_paddev_2026dec_float32"
 
 
 def default_models_dir() -> Path:

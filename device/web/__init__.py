@@ -11,7 +11,6 @@ daemon serves it in its own process with waitress (``device.web.server``, docs/w
 
 from __future__ import annotations
 
-import importlib
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,6 @@ DEFAULTS: dict[str, Any] = {
     "DOOR_ID": "web",
 }
 
-# Modules whose blueprint is registered when they are present (written alongside this one).
-_OPTIONAL_MODULES = ("device.web.api", "device.web.backup", "device.web.tokens")
-
 
 def create_app(test_config: dict | None = None, *, services: Services | None = None) -> Flask:
     """The admin web app.
@@ -68,6 +64,7 @@ def create_app(test_config: dict | None = None, *, services: Services | None = N
     app.extensions["facegate"] = services
 
     from device.web import (
+        api,
         audit,
         auth,
         dashboard,
@@ -88,7 +85,7 @@ def create_app(test_config: dict | None = None, *, services: Services | None = N
     for blueprint in (auth.bp, dashboard.bp, people.bp, enrol.bp, log.bp, settings_page.bp,
                       audit.bp):
         app.register_blueprint(blueprint)
-    _register_optional(app)
+    api.init_app(app)
     app.jinja_env.globals["current_user"] = roles.current_user
     app.jinja_env.filters["local_time"] = local_time
     return app
@@ -112,19 +109,3 @@ def _services(app: Flask, services: Services | None) -> Services:
     app.config["DATABASE"] = services.database
     app.config["SNAPSHOTS_DIR"] = services.snapshots
     return services
-
-
-def _register_optional(app: Flask) -> None:
-    """Register the JSON API's and backup's blueprints (``bp``, or their ``init_app(app)``)
-    when those modules exist."""
-    for name in _OPTIONAL_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name == name:
-                continue
-            raise
-        if hasattr(module, "init_app"):
-            module.init_app(app)
-        elif hasattr(module, "bp"):
-            app.register_blueprint(module.bp)

@@ -14,6 +14,7 @@ from device.errors import FacegateError
 from device.events import EventLog
 from device.gallery.store import Gallery
 from device.identification import Decision, embedder_name
+from device.liveness import LivenessSettings
 from device.web.services import Services
 
 if TYPE_CHECKING:
@@ -65,14 +66,16 @@ def enrolment(source: str) -> tuple[EnrolmentService, Actor]:
     svc = services()
     config = svc.config
     configured = config.recognition.model if config is not None else None
+    effective = door_config()
     with svc.pipeline_lock:
         pipeline = svc.pipeline(embedder_name(gallery(), configured or None))
-    effective = door_config()
+        liveness = svc.liveness(LivenessSettings.from_config(effective.liveness))
     decision = Decision.from_card(pipeline.embedder_card.threshold,
                                   effective.recognition.threshold, effective.recognition.margin)
     service = EnrolmentService(
         pipeline, gallery(), EnrolmentPolicy.from_card(pipeline.embedder_card.card, decision),
-        pipeline_lock=svc.pipeline_lock, store_crops=effective.recognition.store_crops)
+        pipeline_lock=svc.pipeline_lock, store_crops=effective.recognition.store_crops,
+        liveness=liveness)
     account = current_user()
     return service, Actor(account.name if account else None, source,
                           request.remote_addr if has_request_context() else None)

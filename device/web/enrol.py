@@ -31,6 +31,7 @@ from device.errors import (
     FaceChanged,
     FacegateError,
     IdentityConflict,
+    PresentationAttack,
     SeveralFaces,
 )
 from device.gallery.store import Person
@@ -51,7 +52,8 @@ class Outcome:
     """What became of one photo: ``accepted`` (``template_id``), ``refused`` (``reason``) or
     ``pending``: held back under ``token``, either because the face looks like someone else
     (``kind`` "identity": ``other``, ``score``) or because it has several faces (``kind``
-    "faces": ``faces``, the boxes the admin picks from)."""
+    "faces": ``faces``, the boxes the admin picks from). A captured frame refused is of
+    ``kind`` "changed" (someone else stepped in) or "attack" (not a live face)."""
 
     label: str
     status: str
@@ -158,6 +160,10 @@ def capture(person_id: str) -> str | tuple[str, int]:
                  f"{person.name} in front of the camera, and try again.")
     elif stopped is not None:
         error = f"Capture stopped: {stopped.reason}. Check the held-back frame below."
+    elif taken < wanted and any(outcome.kind == "attack" for outcome in outcomes):
+        error = (f"Only {taken} of {wanted} good frames: the liveness check took the face for "
+                 f"a photo or a screen. Capture {person.name} in person, in good light; a "
+                 "photo of them is enrolled by upload instead.")
     elif taken < wanted:
         error = (f"Only {taken} of {wanted} good frames in "
                  f"{config['CAPTURE_TIMEOUT_SECONDS']:.0f} s: stand in front of the camera, "
@@ -204,6 +210,8 @@ def _capture_one(session: Capture, data: bytes, label: str) -> Outcome:
         enrolled = session.take(frame, digest, label)
     except FaceChanged as error:
         return Outcome(label, "refused", _reason(error, label), kind="changed")
+    except PresentationAttack as error:  # refused; the next frames may still be live
+        return Outcome(label, "refused", _reason(error, label), kind="attack")
     except IdentityConflict as error:
         return _hold_identity(data, label, session.person, error, "capture")
     except FacegateError as error:

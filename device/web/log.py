@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request, send_file, url_for
 
 from device.errors import EventNotFound, TimeUnreadable
-from device.events import KINDS, parse_since
+from device.events import KINDS, Event, parse_since
 from device.web.db import event_log, gallery
 from device.web.roles import login_required
 
@@ -28,6 +28,10 @@ MAX_CSV_ROWS = 200_000
 CSV_COLUMNS = ("at", "door", "kind", "person", "score", "reason", "event_id")
 SNAPSHOTS = ("face", "frame")
 MAX_PAGE = 1_000_000  # 50 million events: far beyond any retention
+# How a kind reads where it is not plain enough with its underscores turned to spaces.
+KIND_LABELS = {"attack": "presentation attack"}
+# Kinds shown in the colour of a refusal (static/app.css: .kind-refused).
+REFUSED_KINDS = frozenset({"denied", "unknown", "forced_open", "attack"})
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,40 @@ def snapshot(event_id: str, which: str) -> Response:
     if not path.is_file():
         abort(404, description="The snapshot file is gone.")
     return send_file(path, mimetype="image/jpeg", conditional=False, etag=False)
+
+
+@bp.app_template_filter("kind_label")
+def kind_label(kind: str) -> str:
+    """``forced_open`` -> "forced open", ``attack`` -> "presentation attack"."""
+    return KIND_LABELS.get(kind, kind.replace("_", " "))
+
+
+@bp.app_template_global()
+def kind_class(kind: str) -> str:
+    """The CSS classes of a kind's badge: its own, and ``kind-refused`` for a refusal."""
+    return f"kind kind-{kind}" + (" kind-refused" if kind in REFUSED_KINDS else "")
+
+
+@bp.app_template_global()
+def event_liveness(event: Event) -> float | None:
+    """The liveness score the door saw (0..1), when the event records one."""
+    value = (event.detail or {}).get("liveness")
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if is_number and 0.0 <= value <= 1.0 else None
+
+
+@bp.app_template_global()
+def event_summary(event: Event) -> str:
+    """What the log's reason column says: the door's reason, and for a presentation attack
+    "Presentation attack — looked like Colin Powell, liveness 0.03" (the likeness left out
+    when the face resembled nobody enrolled, or the person has since been erased)."""
+    if event.kind != "attack":
+        return event.reason or ""
+    parts = [f"looked like {event.person_name}"] if event.person_name else []
+    score = event_liveness(event)
+    if score is not None:
+        parts.append(f"liveness {score:.2f}")
+    return "Presentation attack" + (" — " + ", ".join(parts) if parts else "")
 
 
 def parse_filters(args: Any) -> tuple[Filters, dict[str, str]]:

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from device.config import Config
+from device.liveness import LivenessCheck, LivenessLoader, LivenessSettings, liveness_loader
 from device.vision.pipeline import FacePipeline
 
 
@@ -61,6 +62,21 @@ class Services:
     pipeline_factory: Callable[[], FacePipeline] | None = None
     pipeline_lock: threading.Lock = field(default_factory=threading.Lock)
     _pipeline: FacePipeline | None = None
+    # Loads the liveness model that frames captured for enrolment must pass (None: from
+    # ``models_dir``); loaded on first use and used under ``pipeline_lock`` too.
+    liveness_factory: LivenessLoader | None = None
+    _liveness: LivenessCheck | None = None
+
+    def liveness(self, settings: LivenessSettings) -> LivenessCheck | None:
+        """The shared liveness check with ``settings`` (callers hold ``pipeline_lock``);
+        None when the check is off."""
+        if not settings.enabled:
+            return None
+        if self._liveness is None:
+            self._liveness = LivenessCheck(
+                self.liveness_factory or liveness_loader(self.models_dir), settings)
+        self._liveness.configure(settings)
+        return self._liveness
 
     def pipeline(self, model: str | None = None) -> FacePipeline:
         """The shared pipeline (callers hold ``pipeline_lock`` while using it), running

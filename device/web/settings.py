@@ -15,6 +15,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from device.config import Config
 from device.errors import FacegateError, SettingInvalid
 from device.identification import Decision, embedder_name
+from device.liveness import LivenessCheck, LivenessSettings, liveness_loader
 from device.site_settings import (
     RESTART_NEEDED,
     SETTABLE,
@@ -36,6 +37,11 @@ class Field:
     label: str
     help: str
     step: str = "any"  # for number inputs; "" for text
+    # A select of (value, label) instead of an input; the first, "", is "not set here".
+    choices: tuple[tuple[str, str], ...] = ()
+
+
+ON_OFF = (("", "not set here"), ("true", "on"), ("false", "off"))
 
 
 FIELDS = (
@@ -65,6 +71,16 @@ FIELDS = (
           "Below this much free space no snapshot is kept.", "1"),
     Field("camera.source", "Camera",
           '"auto", "picamera2", a camera index (0), a device, a file or a URL.', ""),
+    Field("liveness.enabled", "Presentation-attack detection",
+          "Off lets a printed photo or a screen of an enrolled person open the door.",
+          choices=ON_OFF),
+    Field("liveness.threshold", "Liveness threshold",
+          "How sure the liveness model must be that a face is live, not a photo or a screen "
+          "(0 to 1). Higher stops more photos but refuses more live people in poor light. "
+          "Blank: the model card's.", "0.01"),
+    Field("liveness.votes_needed", "Live frames needed",
+          "Frames judged live a face needs among the last frames (M above), besides its "
+          "matching ones. Blank: the model card's.", "1"),
 )
 assert {field.key for field in FIELDS} == SETTABLE
 
@@ -124,11 +140,50 @@ def card_threshold() -> dict[str, Any]:
             "people": people, "in_force": round(curve.threshold_for(people), 3)}
 
 
+def liveness_card() -> dict[str, Any]:
+    """The liveness model's name and its card's threshold and live frames (the values a blank
+    field gives); empty when the model cannot be loaded."""
+    svc = services()
+    check = LivenessCheck(svc.liveness_factory or liveness_loader(models_dir()),
+                          LivenessSettings.from_config((svc.config or Config()).liveness))
+    try:
+        model = check.require()
+    except FacegateError:
+        return {}
+    return {"name": model.name, "liveness.threshold": model.threshold,
+            "liveness.votes_needed": model.votes_needed}
+
+
+def _shown(value: Any) -> str:
+    """A value as its form field holds it (a boolean as the select's "true" or "false")."""
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _defaults(base: dict[str, Any], liveness: dict[str, Any]) -> dict[str, str]:
+    """What applies with a field blank, as the page says it: the file's value or the
+    default, else the model card's (with its value where the page knows it)."""
+    texts = {}
+    for field in FIELDS:
+        value = base[field.key]
+        if value is None:
+            known = liveness.get(field.key)
+            texts[field.key] = "the model card's" + (f" ({known:g})" if known is not None
+                                                     else "")
+        elif field.choices:
+            texts[field.key] = dict(field.choices).get(_shown(value), _shown(value))
+        else:
+            texts[field.key] = str(value)
+    return texts
+
+
 def _page(values: Any, errors: dict[str, str], status: int = 200) -> tuple[str, int]:
-    shown = {key: "" if values.get(key) is None else str(values.get(key)) for key in SETTABLE}
+    shown = {key: _shown(values.get(key)) for key in SETTABLE}
+    base, liveness = base_values(), liveness_card()
     return render_template("settings.html", fields=FIELDS, values=shown, errors=errors,
-                           base=base_values(), card=card_threshold(),
-                           restart=RESTART_NEEDED), status
+                           defaults=_defaults(base, liveness), card=card_threshold(),
+                           liveness=liveness, restart=RESTART_NEEDED), status
 
 
 # --- restore (the backup download is the API's GET /api/backup, which a session may call) ----

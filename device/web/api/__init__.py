@@ -36,5 +36,5 @@ __all__ = ["bp", "init_app"]
 
 
 def init_app(app: Flask) -> None:
-    """Register the API (``create_app`` calls this when the module is present)."""
+    """Register the API (``create_app`` calls this)."""
     app.register_blueprint(bp)
