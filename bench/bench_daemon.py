@@ -42,6 +42,7 @@ from device.enrolment import Actor, EnrolmentService  # noqa: E402
 from device.events import EventLog  # noqa: E402
 from device.gallery.store import Gallery  # noqa: E402
 from device.identification import Decision, Identifier  # noqa: E402
+from device.liveness import LivenessCheck, LivenessSettings, liveness_loader  # noqa: E402
 from device.vision.image_io import read_image  # noqa: E402
 from device.vision.pipeline import FacePipeline  # noqa: E402
 
@@ -64,7 +65,8 @@ class TimedCamera:
 
 
 def build(folder: Path, scene: Path, pipeline: FacePipeline, fps: float, factory: MockFactory,
-          unlock_seconds: float = 0.2):
+          unlock_seconds: float = 0.2, liveness: bool = True):
+    """A door loop as the daemon builds it; ``liveness`` on by default, as the door's is."""
     gallery = Gallery(folder / "facegate.db")
     if not gallery.list_people():
         frame, sha256 = read_image(PERSON / "Colin_Powell_0001.jpg")
@@ -80,17 +82,19 @@ def build(folder: Path, scene: Path, pipeline: FacePipeline, fps: float, factory
     timed = TimedCamera(camera)
     loop = DoorLoop(camera=timed, identifier=Identifier(pipeline, gallery, Decision.from_card(
         pipeline.embedder_card.threshold)), door=door, events=events,
-        settings=LoopSettings(cooldown_seconds=0.5))
+        settings=LoopSettings(cooldown_seconds=0.5),
+        liveness=LivenessCheck(liveness_loader(), LivenessSettings()) if liveness else None)
     return loop, timed, door, pin_created, (gallery, events, camera)
 
 
-def throughput(pipeline: FacePipeline, frames: int) -> dict:
+def throughput(pipeline: FacePipeline, frames: int, liveness: bool = True) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         scene = folder / "scene"
         write_scene(scene, [PERSON / "Colin_Powell_0002.jpg"], frames_each=frames)
         factory = MockFactory(pin_class=MockPin)
-        loop, _, door, _, parts = build(folder, scene, pipeline, 0, factory)
+        loop, _, door, _, parts = build(folder, scene, pipeline, 0, factory,
+                                        liveness=liveness)
         started = time.perf_counter()
         loop.run(threading.Event())
         elapsed = time.perf_counter() - started
