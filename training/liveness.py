@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -133,7 +134,9 @@ def train(out: Path, *, target_bpcer: float, settings, run_dir: Path, networks: 
                  recipe=json.dumps(recipe))
     pooled = out_of_fold[:, development].mean(axis=0)
     dev_labels = labels[development]
-    threshold = threshold_at_bpcer(pooled, dev_labels, target_bpcer)
+    # Rounded down to the 4 decimals the card keeps, so the card's threshold never rejects
+    # more than the target share of the cross-validation's live faces.
+    threshold = math.floor(threshold_at_bpcer(pooled, dev_labels, target_bpcer) * 1e4) / 1e4
     cv_apcer, cv_bpcer = error_rates(pooled, dev_labels, threshold)
     print(f"cross-validated: threshold {threshold:.4f} at BPCER <= {target_bpcer}: "
           f"APCER {cv_apcer:.4f}, BPCER {cv_bpcer:.4f}")
@@ -244,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     train_parser.add_argument("--epochs", type=int, default=FineTuning.epochs)
     train_parser.add_argument("--learning-rate", type=float, default=FineTuning.learning_rate)
     train_parser.add_argument("--networks", nargs="+", default=["v2", "v1se"])
+    train_parser.add_argument("--pull-to-start", type=float, default=FineTuning.pull_to_start,
+                              help="share of the way back to upstream's weights per batch")
     train_parser.add_argument("--folds-only", action="store_true",
                               help="cross-validate only; write no model")
     evaluate_parser = commands.add_parser("evaluate", help="APCER/BPCER on the held-apart part")
@@ -259,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "convert":
         code = convert(args.out)
     elif args.command == "train":
-        settings = FineTuning(epochs=args.epochs, learning_rate=args.learning_rate)
+        settings = FineTuning(epochs=args.epochs, learning_rate=args.learning_rate,
+                              pull_to_start=args.pull_to_start)
         code = train(args.out, target_bpcer=args.target_bpcer, settings=settings,
                      run_dir=args.run, networks=args.networks, folds_only=args.folds_only)
     elif args.command == "evaluate":

@@ -32,6 +32,10 @@ class FineTuning:
     learning_rate: float = 1e-4
     weight_decay: float = 1e-3  # as the embedder's training
     screen_share: float = 0.3  # of the bona fide photos, each epoch, made into screen attacks
+    # After every batch each weight moves this share of the way back to upstream's value
+    # (decoupled L2-SP): the network learns pad-dev without forgetting what upstream's data
+    # taught it (screens, other prints). 0: plain fine-tuning.
+    pull_to_start: float = 0.0
     seed: int = 0
 
 
@@ -78,17 +82,37 @@ def fine_tune(network: Network, photos: list[np.ndarray], samples: list[Sample],
     model.compile(optimizer=keras.optimizers.AdamW(settings.learning_rate,
                                                    weight_decay=settings.weight_decay),
                   loss=live_loss)
+    callbacks = [_PullToStart(model, settings.pull_to_start)] if settings.pull_to_start else []
     rng = np.random.default_rng(settings.seed)
     for epoch in range(settings.epochs):
         started = time.monotonic()
         crops, labels = epoch_batch(photos, samples, indices, network, rng,
                                     settings.screen_share)
         history = model.fit(crops, labels, batch_size=settings.batch, epochs=1, shuffle=True,
-                            verbose=0)
+                            verbose=0, callbacks=callbacks)
         log(f"  {network.key} epoch {epoch + 1}/{settings.epochs}: loss "
             f"{history.history['loss'][-1]:.4f}, {len(labels)} crops, "
             f"{time.monotonic() - started:.0f} s")
     return model
+
+
+class _PullToStart:
+    """A Keras callback: after each batch, ``w <- w - rate * (w - w_start)``."""
+
+    def __new__(cls, model, rate: float):
+        import keras
+
+        class Pull(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.pairs = [(w, keras.ops.convert_to_tensor(w.numpy()))
+                              for w in model.trainable_weights]
+
+            def on_train_batch_end(self, batch, logs=None) -> None:
+                for weight, start in self.pairs:
+                    weight.assign(weight - rate * (weight - start))
+
+        return Pull()
 
 
 def live_scores(model: object, photos: list[np.ndarray], samples: list[Sample],
