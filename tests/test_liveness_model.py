@@ -93,3 +93,22 @@ def test_a_model_that_is_not_a_liveness_model_or_takes_other_inputs_is_refused()
         LivenessModel.from_card(load_card(DETECTOR))
     with pytest.raises(ValueError, match="takes 2 inputs, its card describes 1"):
         LivenessModel(load_card(DEFAULT_LIVENESS).path, [LivenessInput(2.7)])
+
+
+@needs_pad_dev
+@pytest.mark.parametrize("name", BONA_FIDE[:2] + PRINT_ATTACKS[:2])
+def test_a_replayed_photo_is_judged_without_its_letterbox_bars(model, detector, name):
+    """A 300x400 photo replayed at 640x480 comes with black bars (``fit_to_size``); the crop
+    leaves them out, so the verdict is the photo's own, not that of a black-edged print."""
+    from device.camera.base import fit_to_size
+    from device.vision.liveness import picture_bounds
+
+    photo = read_image(pad_dev(name))[0]
+    boxed = fit_to_size(photo, (640, 480)).image
+    left, top, right, bottom = picture_bounds(boxed)
+    assert (left, top, bottom) == (140, 0, 480) and right == 500  # 360x480 in the middle
+    assert picture_bounds(photo) == (0, 0, photo.shape[1], photo.shape[0])
+    alone = model.score(photo, _face_box(detector, photo))
+    replayed = model.score(boxed, _face_box(detector, boxed))
+    assert (alone >= model.threshold) == (replayed >= model.threshold)
+    assert abs(alone - replayed) < 0.2

@@ -4,7 +4,8 @@ A MiniFASNet-family network (Minivision's Silent-Face-Anti-Spoofing, fine-tuned 
 ``training/liveness.py``) looks at the texture around the face: the paper grain, print dots,
 the moiré and colour of a screen, the edge of a photo. It sees more than the face: the box is
 scaled about its centre by the card's ``crop_scale`` and shifted (not clipped) to stay inside
-the frame, the way upstream cut its training crops, then resized to 80x80.
+the picture (the frame less any letterbox bars), the way upstream cut its training crops,
+then resized to 80x80.
 
 The contract, for every liveness card (``task: "liveness"``): one input per crop, in the
 card's ``inputs`` order, ``[1, 80, 80, 3]`` float32 NHWC **BGR 0..255**; one output, the
@@ -29,13 +30,19 @@ LIVE_CLASS = 1
 def liveness_crop(frame_bgr: np.ndarray, box: np.ndarray | list[float], scale: float,
                   size: int = 80) -> np.ndarray:
     """Upstream's crop (``src/generate_patches.py``): the box scaled by ``scale`` about its
-    centre, at most to the frame's size, moved back inside the frame, resized to size x size.
+    centre, at most to the picture's size, moved back inside it, resized to size x size.
 
-    A face filling the frame gets the whole frame, squeezed to a square: upstream trained on
-    exactly that, so it is kept rather than padded.
+    A face filling the picture gets the whole picture, squeezed to a square: upstream trained
+    on exactly that, so it is kept rather than padded. The picture is the frame without its
+    letterbox bars (:func:`picture_bounds`): a replayed photo of another shape comes with
+    black bars, which are no part of the scene, and a crop showing them looks like the edge
+    of a photo held up to the camera.
     """
-    height, width = frame_bgr.shape[:2]
+    left0, top0, right0, bottom0 = picture_bounds(frame_bgr)
+    picture = frame_bgr[top0:bottom0, left0:right0]
+    height, width = picture.shape[:2]
     x1, y1, x2, y2 = (float(v) for v in box)
+    x1, x2, y1, y2 = x1 - left0, x2 - left0, y1 - top0, y2 - top0
     box_w, box_h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
     scale = min((height - 1) / box_h, (width - 1) / box_w, scale)
     new_w, new_h = box_w * scale, box_h * scale
@@ -50,8 +57,23 @@ def liveness_crop(frame_bgr: np.ndarray, box: np.ndarray | list[float], scale: f
         left, right = left - (right - width + 1), width - 1.0
     if bottom > height - 1:
         top, bottom = top - (bottom - height + 1), height - 1.0
-    left, top, right, bottom = int(left), int(top), int(right), int(bottom)
-    return cv2.resize(frame_bgr[top:bottom + 1, left:right + 1], (size, size))
+    left, top, right, bottom = (max(0, int(v)) for v in (left, top, right, bottom))
+    return cv2.resize(picture[top:bottom + 1, left:right + 1], (size, size))
+
+
+def picture_bounds(frame_bgr: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the frame without letterbox bars: whole rows and columns
+    of exact zeros at its edges, which ``fit_to_size`` writes and a camera sensor never does.
+    Checks the four edges first, so a frame without bars costs four small reads."""
+    height, width = frame_bgr.shape[:2]
+    if (frame_bgr[:, 0].any() and frame_bgr[:, -1].any() and frame_bgr[0].any()
+            and frame_bgr[-1].any()):
+        return 0, 0, width, height
+    columns = np.flatnonzero(frame_bgr.any(axis=(0, 2)))
+    rows = np.flatnonzero(frame_bgr.any(axis=(1, 2)))
+    if not len(columns) or not len(rows):  # an all-black frame: nothing to trim to
+        return 0, 0, width, height
+    return int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1
 
 
 @dataclass(frozen=True)
