@@ -6,7 +6,9 @@ token in it. Every front writes here through the services (the CLI as ``user`` "
 the page and the API as the signed-in account), so an enrolment is on record whichever front
 made it. Actions: ``sign_in``, ``sign_in_failed``, ``sign_in_throttled``, ``sign_out``,
 ``first_admin``, ``person_add``, ``person_edit``, ``person_delete``, ``enrol``,
-``enrol_refused``, ``enrol_forced``, ``template_remove``, ``reembed``, ``unlock``,
+``enrol_refused``, ``enrol_forced``, ``template_remove``, ``reembed``, ``unlock`` (from the
+page, the API, or an MQTT command: user ``mqtt``, ``"via": "mqtt"``), ``lock``,
+``command_refused`` (an MQTT command the door refused, with the reason),
 ``settings_change``, ``backup``, ``restore``, ``user_add``, ``user_remove``, ``token_*``.
 """
 

@@ -613,6 +613,24 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mqtt(args: argparse.Namespace) -> int:
+    """Check the door's MQTT settings against its broker, one line per check."""
+    from device.mqtt.check import check_broker
+    from device.mqtt.settings import MqttSettings
+
+    config = _config(args)
+    if not config.mqtt.enabled:
+        raise FacegateError("MQTT is off: set [mqtt] url in the configuration "
+                            "(docs/mqtt.md) to test it")
+    settings = MqttSettings.from_config(config)
+    print(f"testing {settings.broker.describe()} for door {config.door.id}", flush=True)
+    failed = False
+    for check in check_broker(settings, timeout=args.timeout):
+        print(check.line(), flush=True)
+        failed = failed or check.ok is False
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Enrol the first photo of each demo person, then identify every other photo."""
     import tempfile
@@ -782,6 +800,14 @@ def build_parser() -> argparse.ArgumentParser:
                   "transaction.", db=True)
     sub.add_argument("--drop-without-crops", action="store_true",
                      help="remove templates that have no stored crop instead of refusing")
+
+    sub = command("mqtt", cmd_mqtt,
+                  "Test the connection to the MQTT broker of [mqtt] (docs/mqtt.md): reach it, "
+                  "TLS, the account, a publish to the door's topics, the commands' "
+                  "subscription; one line per check, exit 1 if one fails.", model=False)
+    sub.add_argument("action", choices=["test"])
+    sub.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                     help="how long to wait for each answer of the broker (default 5)")
 
     sub = command("demo", cmd_demo,
                   "Enrol the bundled demo people and identify the other photos.", model=False)

@@ -24,6 +24,7 @@ import socket
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -82,6 +83,17 @@ def _camera_source(value: Any) -> str:
     return value
 
 
+MOTION_CUES = ("off", "blink", "head_turn", "either")  # liveness.motion_cue
+
+
+def _motion_cue(value: Any) -> str:
+    if value not in MOTION_CUES:
+        close = difflib.get_close_matches(str(value), MOTION_CUES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _Invalid(f'must be "off", "blink", "head_turn" or "either"{hint}')
+    return value
+
+
 def _listen(value: Any) -> str:
     parse_listen(value)
     return value
@@ -108,6 +120,74 @@ def parse_listen(value: Any) -> tuple[str, int]:
     if not 1 <= int(port) <= 65535:
         raise _Invalid("must have a port from 1 to 65535")
     return host, int(port)
+
+
+MQTT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
+def parse_mqtt_url(value: Any) -> tuple[bool, str, int]:
+    """``"mqtt://HOST[:PORT]"`` or ``"mqtts://HOST[:PORT]"`` as ``(tls, host, port)``, the
+    port 1883 or 8883 when left out; ``ValueError`` if not."""
+    need = 'must be "mqtt://HOST:PORT" or "mqtts://HOST:PORT" (TLS), or "" for no MQTT'
+    if not isinstance(value, str) or not value.isprintable() or " " in value:
+        raise _Invalid(need)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:  # a port out of range or not a number, a broken [IPv6] host
+        raise _Invalid(need) from None
+    if parts.scheme not in MQTT_PORTS or not parts.hostname:
+        raise _Invalid(need)
+    if parts.username is not None or parts.password is not None:
+        raise _Invalid("must not hold a user name or password: put the user name in "
+                       "mqtt.username and the password in a file named by mqtt.password_file")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _Invalid(f"{need}, with no path after the port")
+    host = parts.hostname
+    try:
+        if ":" in host or all(label.isdigit() for label in host.split(".")):
+            ipaddress.ip_address(host)
+        elif not _HOST.fullmatch(host):
+            raise ValueError(host)
+    except ValueError:
+        raise _Invalid(need) from None
+    if port == 0:
+        raise _Invalid("must have a port from 1 to 65535")
+    return parts.scheme == "mqtts", host, port or MQTT_PORTS[parts.scheme]
+
+
+def _mqtt_url(value: Any) -> str:
+    if value == "":
+        return value
+    parse_mqtt_url(value)
+    return value
+
+
+def _topic_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[^/+#\s]{1,64}(/[^/+#\s]{1,64}){0,3}",
+                                                      value) or not value.isprintable():
+        raise _Invalid("must be 1 to 4 topic levels joined by '/', such as \"facegate\" or "
+                       "\"site/facegate\", without '+', '#', spaces or a '/' at either end")
+    return value
+
+
+def _base_url(value: Any) -> str:
+    need = 'must be "" or an http:// or https:// address, such as "https://door.example:8443"'
+    if value == "":
+        return value
+    if not isinstance(value, str) or not value.isprintable() or " " in value:
+        raise _Invalid(need)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+    except ValueError:
+        raise _Invalid(need) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or parts.username is not None:
+        raise _Invalid(need)
+    return value.rstrip("/")
 
 
 # --- The sections --------------------------------------------------------------------------
@@ -164,12 +244,17 @@ class LivenessConfig:
     """``[liveness]``: presentation-attack detection (printed photos, screens) at this door.
     ``model`` "" is the default liveness model; ``threshold`` and ``votes_needed`` of None
     take its card's. A track needs ``votes_needed`` live frames among the last
-    ``recognition.votes_window`` as well as its identity votes."""
+    ``recognition.votes_window`` as well as its identity votes; with ``motion_cue`` other
+    than "off" it must also blink or turn its head (``head_turn_parallax`` in eye distances,
+    ``blink_drop`` a share of the eyes' usual openness; device/daemon/cues.py)."""
 
     enabled: bool = _key(True)
     model: str = _key("")
     threshold: float | None = _key(low=0, high=1)
     votes_needed: int | None = _key(low=1, high=10)
+    motion_cue: str = _key("off", check=_motion_cue)
+    head_turn_parallax: float = _key(0.2, low=0.05, high=1)
+    blink_drop: float = _key(0.6, low=0.1, high=0.95)
 
 
 @dataclass(frozen=True)
@@ -209,6 +294,42 @@ class WebConfig:
         return parse_listen(self.listen)[1]
 
 
+@dataclass(frozen=True)
+class MqttConfig:
+    """``[mqtt]``: the site's MQTT broker, where the door publishes its events, its state and
+    Home Assistant discovery (docs/mqtt.md). ``url`` "" (the default): MQTT is off. The
+    password is never written here: ``password_file`` names a file that holds it."""
+
+    url: str = _key("", check=_mqtt_url)
+    username: str = _key("")
+    password_file: Path | None = _key()
+    ca_file: Path | None = _key()
+    cert_file: Path | None = _key()
+    key_file: Path | None = _key()
+    topic_prefix: str = _key("facegate", check=_topic_prefix)
+    discovery: bool = _key(True)
+    discovery_prefix: str = _key("homeassistant", check=_topic_prefix)
+    snapshot_base_url: str = _key("", check=_base_url)
+    accept_commands: bool = _key(False)
+    outbox_max_events: int = _key(50_000, low=1, high=10_000_000)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def tls(self) -> bool:
+        return self.enabled and parse_mqtt_url(self.url)[0]
+
+    @property
+    def host(self) -> str:
+        return parse_mqtt_url(self.url)[1]
+
+    @property
+    def port(self) -> int:
+        return parse_mqtt_url(self.url)[2]
+
+
 def _default_data_dir() -> Path:
     return Places().data_dir()
 
@@ -237,6 +358,7 @@ SECTIONS: dict[str, type] = {
     "events": EventsConfig,
     "web": WebConfig,
     "paths": PathsConfig,
+    "mqtt": MqttConfig,
 }
 
 
@@ -252,6 +374,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     file: Path | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -528,6 +651,49 @@ def _check_together(config: Config, values: dict[str, dict[str, tuple[Any, _Orig
             raise ConfigError(f"door.{item.name} {where('door', item.name)} is GPIO {pin}, "
                               f"which door.{seen[pin]} already uses")
         seen[pin] = item.name
+    _check_mqtt(config.mqtt, lambda *keys: where("mqtt", *keys))
+
+
+def _check_mqtt(mqtt: MqttConfig, where: Callable[..., str]) -> None:
+    """``[mqtt]``'s files are readable, and commands come only over TLS from an account."""
+    if not mqtt.enabled:
+        return
+    for name in ("ca_file", "cert_file", "key_file"):
+        if getattr(mqtt, name) is not None and not mqtt.tls:
+            raise ConfigError(f"mqtt.{name} {where(name)} is used only over TLS: make mqtt.url "
+                              "an mqtts:// address, or leave it out")
+    if mqtt.key_file is not None and mqtt.cert_file is None:
+        raise ConfigError(f"mqtt.key_file {where('key_file')} needs mqtt.cert_file, the client "
+                          "certificate it is the key of")
+    if mqtt.password_file is not None and not mqtt.username:
+        raise ConfigError(f"mqtt.password_file {where('password_file')} needs mqtt.username, "
+                          "the account the password is for")
+    for name in ("password_file", "ca_file", "cert_file", "key_file"):
+        path = getattr(mqtt, name)
+        problem = None if path is None else _unreadable(path, text=name == "password_file")
+        if problem:
+            raise ConfigError(f"mqtt.{name} {where(name)} {problem}, got "
+                              f"{_shown(str(path))}")
+    if mqtt.accept_commands and not mqtt.tls:
+        raise ConfigError(f"mqtt.accept_commands {where('accept_commands', 'url')} needs an "
+                          "mqtts:// url: over plain MQTT anyone on the network could unlock "
+                          "the door")
+    if mqtt.accept_commands and not (mqtt.username or mqtt.cert_file):
+        raise ConfigError(f"mqtt.accept_commands {where('accept_commands')} needs the door's "
+                          "own account on the broker (mqtt.username and mqtt.password_file, "
+                          "or a client certificate in mqtt.cert_file) for its ACL")
+
+
+def _unreadable(path: Path, *, text: bool) -> str | None:
+    """Why ``path`` cannot be read (``text``: as a password's first line), or None."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(4096)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if text and not start.split(b"\n", 1)[0].rstrip(b"\r"):
+        return "is empty: its first line must be the password"
+    return None
 
 
 def _number(value: float | None) -> str:

@@ -200,3 +200,11 @@ class PresentationAttack(FacegateError):
     def __init__(self, message: str, *, score: float | None = None) -> None:
         super().__init__(message)
         self.score = score
+
+
+class CommandRefused(FacegateError):
+    """A command that reached the door over MQTT was refused: malformed, an unknown action,
+    stale or replayed (its time too old, its nonce seen before), retained by the broker, or
+    its audit row could not be written. The door was left as it was."""
+
+    code = "command_refused"

@@ -3,7 +3,8 @@
 :class:`LivenessCheck` turns the configuration's ``[liveness]`` into one verdict per face with
 the model of :mod:`device.vision.liveness`: live when its score reaches the threshold
 (``liveness.threshold``, else the model card's). The door counts those verdicts per tracked
-face (``device/daemon/votes.py``: K live frames of the last M, as well as K identity votes);
+face (``device/daemon/votes.py``: K live frames of the last M, as well as K identity votes,
+and, when ``liveness.motion_cue`` asks for one, a blink or a head turn: device/daemon/cues.py);
 the enrolment service refuses a frame captured from the door camera that is not live.
 
 The model is loaded once, when first needed: at the daemon's start when the check is on (a
@@ -29,6 +30,9 @@ from device.vision.liveness import LivenessModel
 
 log = logging.getLogger(__name__)
 
+_CUE_WORDS = {"blink": ", and a blink", "head_turn": ", and a head turn",
+              "either": ", and a blink or a head turn"}
+
 # A model's name ("" for the default one) -> the loaded model.
 LivenessLoader = Callable[[str], LivenessModel]
 
@@ -36,17 +40,22 @@ LivenessLoader = Callable[[str], LivenessModel]
 @dataclass(frozen=True)
 class LivenessSettings:
     """``[liveness]`` as the check uses it: ``threshold`` and ``votes_needed`` of None take
-    the model card's; ``model`` "" is the default liveness model."""
+    the model card's; ``model`` "" is the default liveness model. ``motion_cue`` ("off",
+    "blink", "head_turn", "either") and its two limits are for the door's tracks."""
 
     enabled: bool = True
     model: str = ""
     threshold: float | None = None
     votes_needed: int | None = None
+    motion_cue: str = "off"
+    head_turn_parallax: float = 0.2
+    blink_drop: float = 0.6
 
     @classmethod
     def from_config(cls, config: LivenessConfig) -> LivenessSettings:
         return cls(enabled=config.enabled, model=config.model, threshold=config.threshold,
-                   votes_needed=config.votes_needed)
+                   votes_needed=config.votes_needed, motion_cue=config.motion_cue,
+                   head_turn_parallax=config.head_turn_parallax, blink_drop=config.blink_drop)
 
 
 @dataclass(frozen=True)
@@ -175,14 +184,16 @@ class LivenessCheck:
         return max(1, min(wanted, window))
 
     def describe(self, window: int) -> str:
-        """For the daemon's log: the model, its threshold and the votes it needs."""
+        """For the daemon's log: the model, its threshold, the votes it needs and the
+        motion cue, if any ("... 2 of 3 frames, and a head turn)")."""
         if not self.enabled:
             return "liveness off"
         model = self.model
         if model is None:
             return "liveness model not loaded: nobody is let in"
+        cue = _CUE_WORDS.get(self.settings.motion_cue, "")
         return (f"liveness {model.name} (live at >= {self.threshold:.3f}, "
-                f"{self.votes_needed(window)} of {window} frames)")
+                f"{self.votes_needed(window)} of {window} frames{cue})")
 
     # -- judging ----------------------------------------------------------------------------
 

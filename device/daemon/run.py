@@ -4,6 +4,11 @@ This is the one place that turns configuration into parts (camera, pins, models,
 tests build ``DoorLoop`` from their own parts instead. Whatever happens, the door is locked
 when this returns: at start (the relay starts de-energised), on SIGTERM and SIGINT, on an
 exception, and at the end of a replay.
+
+With ``[mqtt] url`` set, the door's events, state and availability also go to the site's
+broker (``device/mqtt/``): the event log writes each event's message to the outbox in the
+same transaction as its row, and a sender thread publishes them; the door loop never waits
+for the broker.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from device.vision.pipeline import FacePipeline
 if TYPE_CHECKING:
     from flask import Flask
 
+    from device.events.outbox import OutboxFeed
+    from device.mqtt.publisher import MqttPublisher
     from device.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -72,9 +79,24 @@ def liveness_check(config: Config) -> LivenessCheck:
                          liveness_settings(config))
 
 
-def open_event_log(config: Config) -> EventLog:
+def open_event_log(config: Config, outbox: OutboxFeed | None = None) -> EventLog:
+    """The daemon's access log; ``outbox``: also queue each event for the broker."""
     return EventLog(config.paths.database, config.paths.snapshots, door_id=config.door.id,
-                    retention=retention_for(config), frames=config.events.snapshot_frames)
+                    retention=retention_for(config), frames=config.events.snapshot_frames,
+                    outbox=outbox)
+
+
+def start_mqtt(config: Config, door: Door) -> MqttPublisher:
+    """The MQTT publisher of ``[mqtt]``, started (it connects in the background: a broker
+    that is down delays the messages, never the door)."""
+    from device.mqtt.publisher import MqttPublisher
+    from device.mqtt.settings import MqttSettings
+
+    settings = MqttSettings.from_config(config)
+    publisher = MqttPublisher(settings, config.paths.database, door=door)
+    log.info("%s", settings.describe())
+    publisher.start()
+    return publisher
 
 
 def demo_folder(config: Config) -> Path:
@@ -216,6 +238,7 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
     door = Door(door_settings(config), on_event=lambda kind, detail:
                 door_events.put((kind, detail)))
     web: WebServer | None = None
+    publisher: MqttPublisher | None = None
     marker: Path | None = None
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -249,8 +272,12 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
                                                      fps=config.camera.fps, size=size,
                                                      loop=not exit_at_end))
         live = LiveFrames()
-        with Gallery(config.paths.database) as gallery, open_event_log(config) as events, \
-                camera:
+        outbox = None
+        if config.mqtt.enabled:
+            publisher = start_mqtt(config, door)
+            outbox = publisher.settings.outbox_feed(on_added=publisher.wake)
+        with Gallery(config.paths.database) as gallery, \
+                open_event_log(config, outbox) as events, camera:
             events.restore_unsaved()  # events the database refused before the last stop
             marker = mark_running(config.paths.data_dir, events)
             identifier = Identifier(pipeline, gallery, decision, load_model=load_model)
@@ -282,6 +309,8 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
     finally:
         notifier.stopping()
         door.close()  # fail-secure: the relay is de-energised whatever happened above
+        if publisher is not None:
+            publisher.close()  # the last events and state, then "offline"
         if web is not None:
             web.close()
         if marker is not None:

@@ -12,6 +12,10 @@ of its last M frames were scored as not live, so that it can no longer reach K l
 and at least one of those M frames showed a face good enough to judge (it passed the
 quality gate: an identity winner always has); an attack never opens, for as long as the
 track lasts. A frame whose liveness could not be scored is not live but no attack vote.
+
+With a motion cue (``cue``, ``liveness.motion_cue``; see ``device/daemon/cues.py``) a track
+that has its identity and live votes still waits until it has blinked or turned its head;
+waiting is no attack, and the cue never stands in for the texture model's votes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from itertools import count
 
 import numpy as np
 
+from device.daemon.cues import CueRule, CueSample, CueWatch
 from device.identification import Identification
 from device.liveness import Liveness
 
@@ -38,6 +43,7 @@ class Vote:
     refusal: str | None  # "low quality: ..." or "stranger" when person_id is None
     liveness: Liveness | None = None  # None: the liveness check is off
     good_quality: bool = True  # the face passed the quality gate
+    cue: CueSample | None = None  # the motion cue's measurements (None: no cue asked for)
 
 
 @dataclass
@@ -49,6 +55,8 @@ class Track:
     latest: Identification
     decided: bool = False  # an unknown/attack event was already logged for this track
     attack: bool = False  # judged a presentation attack: this track never opens
+    cue: CueWatch | None = None  # the motion cue, when one is asked for
+    cue_wait_logged: bool = False  # "waits for a head turn" was already logged
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class Verdict:
     stranger: bool  # M votes, none for an enrolled person
     attack: bool = False  # the track is (now or earlier) judged a presentation attack
     resembles: str | None = None  # person id
+    awaiting_cue: bool = False  # identity and live votes are there, the motion cue is not
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,12 +86,14 @@ class VoteTracker:
     """Keeps tracks across frames and counts their votes.
 
     ``needed`` (K) of the last ``window`` (M) frames must name the same person, and with
-    ``live_needed`` (the liveness K; None: no liveness check) that many must be live. A track
-    not seen for ``window`` frames is forgotten, so a face that leaves and comes back starts
-    over.
+    ``live_needed`` (the liveness K; None: no liveness check) that many must be live; with
+    ``cue`` (only with the liveness check) the track must also have shown that motion cue.
+    A track not seen for ``window`` frames is forgotten, so a face that leaves and comes back
+    starts over.
     """
 
-    def __init__(self, needed: int = 2, window: int = 3, live_needed: int | None = None) -> None:
+    def __init__(self, needed: int = 2, window: int = 3, live_needed: int | None = None,
+                 cue: CueRule | None = None) -> None:
         if not 1 <= needed <= window:
             raise ValueError(f"votes needed ({needed}) must be between 1 and the window "
                              f"({window})")
@@ -92,6 +103,7 @@ class VoteTracker:
         self.needed = needed
         self.window = window
         self.live_needed = live_needed
+        self.cue = cue if live_needed is not None else None
         self._tracks: list[Track] = []
         self._frame = 0
         self._ids = count(1)
@@ -106,12 +118,15 @@ class VoteTracker:
             track = max(unclaimed, key=lambda t: box_iou(t.box, box), default=None)
             if track is None or box_iou(track.box, box) < MIN_TRACK_IOU:
                 track = Track(next(self._ids), box, deque(maxlen=self.window), self._frame,
-                              identification)
+                              identification,
+                              cue=CueWatch(self.cue) if self.cue is not None else None)
                 self._tracks.append(track)
             else:
                 unclaimed.remove(track)
             track.box, track.last_seen, track.latest = box, self._frame, identification
             track.votes.append(vote)
+            if track.cue is not None and vote.cue is not None and vote.good_quality:
+                track.cue.add(vote.cue)
             verdicts.append(self._verdict(track))
         self._tracks = [t for t in self._tracks if self._frame - t.last_seen < self.window]
         return verdicts
@@ -134,7 +149,11 @@ class VoteTracker:
         live = sum(v.liveness is not None and v.liveness.live for v in track.votes)
         if track.attack or live < self.live_needed:
             winner = None
-        return Verdict(track, winner, best, stranger, attack=track.attack, resembles=resembles)
+        awaiting = winner is not None and track.cue is not None and track.cue.seen is None
+        if awaiting:
+            winner = None
+        return Verdict(track, winner, best, stranger, attack=track.attack, resembles=resembles,
+                       awaiting_cue=awaiting)
 
     def _is_attack(self, track: Track) -> bool:
         attacks = sum(v.liveness is not None and v.liveness.attack for v in track.votes)
@@ -143,8 +162,11 @@ class VoteTracker:
         return hopeless and any(v.good_quality for v in track.votes)
 
     def forget(self, track: Track) -> None:
-        """Start this face over (after a grant, so one grant is not counted twice)."""
+        """Start this face over (after a grant, so one grant is not counted twice): its
+        votes, and its motion cue, which the next grant must show again."""
         track.votes.clear()
+        if track.cue is not None:
+            track.cue.reset()
 
     @property
     def tracks(self) -> list[Track]:

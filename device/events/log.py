@@ -11,6 +11,10 @@ line in the *unsaved* file beside the database (``events-unsaved.jsonl``; on a d
 that even that append fails, memory alone keeps it until this process stops).
 :meth:`EventLog.restore_unsaved` puts them into the database by event id, so twice is the
 same as once; it runs at each retention pass and when the daemon starts.
+
+With an :class:`~device.events.outbox.OutboxFeed` (the daemon gives one when ``[mqtt] url``
+is set), each event's outgoing message is written to the outbox in the same transaction as
+its row, and the retention pass bounds the outbox too (``device/events/outbox.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ import numpy as np
 from sqlite_utils import Database
 
 from device.errors import EventNotFound, FacegateError
+from device.events import outbox
 from device.events.event import COLUMNS, KINDS, Event, event_from_row, plain_detail, utc_text
+from device.events.outbox import OutboxFeed
 from device.events.retention import Retention
 from device.events.snapshots import (
     Snapshots,
@@ -70,6 +76,9 @@ class EventLog:
     and returns an object with ``.free`` in bytes (``shutil.disk_usage``); ``write_file``
     stores one snapshot; both are there for tests.
 
+    ``outbox``: write each event's outgoing message to the outbox with its row (None, the
+    default: nothing is written there; MQTT is off).
+
     One object per thread, as with the gallery: the sqlite3 connection refuses to be
     shared. A daemon that enforces retention from a timer thread opens a second EventLog.
     """
@@ -88,6 +97,7 @@ class EventLog:
         write_file: Writer = write_atomic,
         busy_timeout_s: float = 5.0,
         unsaved_path: str | Path | None = None,
+        outbox: OutboxFeed | None = None,
     ) -> None:
         if not door_id or not isinstance(door_id, str):
             raise ValueError("door_id must be a non-empty string (the door's name in the log)")
@@ -96,6 +106,7 @@ class EventLog:
                              else self.path.parent / UNSAVED_FILE)
         self._unsaved: dict[str, Event] = {}  # id -> event, in the order they happened
         self.door_id = door_id
+        self.outbox = outbox
         self.retention = retention if retention is not None else Retention()
         self.frames = frames
         self.snapshots = Snapshots(Path(snapshots_dir), write_file)
@@ -231,6 +242,16 @@ class EventLog:
                 f"INSERT INTO events ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                 list(row.values()),
             )
+            if self.outbox is not None:  # the same transaction: both rows, or neither
+                outbox.add_row(self.db, event, self.outbox)
+        self._outbox_added()
+
+    def _outbox_added(self) -> None:
+        if self.outbox is not None and self.outbox.on_added is not None:
+            try:
+                self.outbox.on_added()
+            except Exception:  # the sender polls as well: a lost wake-up only delays
+                logger.exception("outbox wake-up failed")
 
     def _keep_unsaved(self, event: Event) -> None:
         if len(self._unsaved) < _MAX_UNSAVED:
@@ -261,6 +282,8 @@ class EventLog:
                            len(pending), self.path, error)
             return 0
         self._unsaved.clear()
+        if added:
+            self._outbox_added()
         try:
             self.unsaved_path.unlink(missing_ok=True)
         except OSError as error:  # harmless: the next pass finds them stored already
@@ -296,6 +319,8 @@ class EventLog:
         cursor = self.db.execute(
             f"INSERT OR IGNORE INTO events ({', '.join(row)})"
             f" VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        if cursor.rowcount == 1 and self.outbox is not None:
+            outbox.add_row(self.db, event, self.outbox)
         return cursor.rowcount == 1
 
     def _print(self, event: Event) -> None:
@@ -375,8 +400,10 @@ class EventLog:
         Their snapshot files are deleted and their events anonymised: ``person_id``,
         ``person_name`` and the snapshot paths are cleared. The events themselves stay, so
         the door's history (when it opened, why it refused) is whole, but nothing in it
-        leads back to the person. Call it before or after ``Gallery.remove_person``; it
-        works when the person is already gone. Raises :class:`FacegateError` when some
+        leads back to the person. Their messages still waiting in the outbox are deleted
+        with them (a trigger of migration 7), so their name never leaves the door after.
+        Call it before or after ``Gallery.remove_person``; it works when the person is
+        already gone. Raises :class:`FacegateError` when some
         files cannot be deleted: those events keep the person, so a second call finishes.
         """
         rows = self.db.execute(
@@ -413,7 +440,9 @@ class EventLog:
         Keys: ``expired`` (events older than ``max_age_days`` deleted), ``trimmed`` (oldest
         events beyond ``max_events`` deleted), ``snapshots_cleared`` (events whose snapshot
         files were deleted, oldest first, to fit the byte budget and the free-space floor),
-        ``bytes_freed``, ``folders_removed``, then ``events`` and ``snapshot_bytes`` left.
+        ``bytes_freed``, ``folders_removed``, then ``events`` and ``snapshot_bytes`` left;
+        with an outbox, ``outbox_dropped``: waiting messages beyond its ``max_events``,
+        oldest first (logged; their events stay in the log).
         Cheap when there is nothing to do (a few indexed queries and one ``statvfs``). A
         file that cannot be deleted is logged and its row kept, to be tried next time.
         """
@@ -426,7 +455,18 @@ class EventLog:
         report["folders_removed"] = self.snapshots.prune()
         self._load_totals()
         report["events"], report["snapshot_bytes"] = self._events, self._snapshot_bytes
+        if self.outbox is not None:
+            report["outbox_dropped"] = self._trim_outbox(self.outbox.max_events)
         return report
+
+    def _trim_outbox(self, max_events: int) -> int:
+        with write_transaction(self.db):
+            dropped = outbox.trim(self.db, max_events)
+        if dropped:
+            logger.warning("%d events waiting to be published were dropped, the oldest, to "
+                           "keep the outbox within %d (the broker has been away long); they "
+                           "stay in the access log", dropped, max_events)
+        return dropped
 
     def _delete_oldest(self, where: str, params: Sequence[Any], limit: int | None = None) -> int:
         """Delete the oldest events matching ``where`` (at most ``limit``), files first: a

@@ -332,6 +332,38 @@ def _create_sessions(db: Database) -> None:
     db.execute("CREATE INDEX sessions_user ON sessions (user_id)")
 
 
+def _create_outbox(db: Database) -> None:
+    # Events waiting to leave the door (device/events/outbox.py; MQTT today, the site server
+    # later). A row is written in the same transaction as its event and removed once the
+    # broker has acknowledged it, so a crash loses none and at worst sends one twice. seq
+    # orders them (AUTOINCREMENT: never reused, so "oldest first" survives deletions). The
+    # payload is the message as it will be sent, made when the event was recorded.
+    db.execute(
+        """
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            payload TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX outbox_event ON outbox (event_id)")
+    # An outbox row never outlives its event, nor its event's person: triggers rather than
+    # Python calls, so that retention, a person's erasure or a hand edit in the sqlite3
+    # shell, from any process, takes the waiting message with it (privacy: a deleted
+    # person's name must not leave the door afterwards).
+    db.execute(
+        "CREATE TRIGGER events_delete_outbox AFTER DELETE ON events BEGIN"
+        " DELETE FROM outbox WHERE event_id = OLD.id; END"
+    )
+    db.execute(
+        "CREATE TRIGGER events_erase_person_outbox AFTER UPDATE OF person_id ON events"
+        " WHEN OLD.person_id IS NOT NULL AND NEW.person_id IS NULL BEGIN"
+        " DELETE FROM outbox WHERE event_id = OLD.id; END"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "people, templates and the change log", _create_people_templates_changes),
     Migration(2, "the access log (events)", _create_events),
@@ -339,4 +371,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "API tokens", _create_api_tokens),
     Migration(5, "template sources and the gallery's model", _template_sources_and_gallery_model),
     Migration(6, "the admin page's sessions", _create_sessions),
+    Migration(7, "the outbox of events waiting to be published", _create_outbox),
 )

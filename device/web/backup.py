@@ -295,6 +295,10 @@ def _prepare(connection: sqlite3.Connection, live_path: Path) -> None:
         connection.execute(f"PRAGMA page_size = {int(live_page_size)}")
         connection.execute("VACUUM")
     with connection:
+        # Messages waiting to be published in the backup were the old door's to send (or
+        # sent already): a restore brings none, and a hand-made file cannot have the door
+        # publish what it never recorded.
+        connection.execute("DELETE FROM outbox")
         # The door reloads its matcher when MAX(changes.seq) moves (Gallery.change_seq): a
         # restored log could end at the very number it has seen, and then the door would go
         # on recognising people the restore removed. One row for the restore as a whole.
