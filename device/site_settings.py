@@ -46,6 +46,7 @@ SETTABLE: frozenset[str] = frozenset({
     "liveness.enabled",
     "liveness.threshold",
     "liveness.votes_needed",
+    "liveness.motion_cue",
 })
 """The dotted config keys the settings page may change."""
 

@@ -286,3 +286,25 @@ def test_the_api_sets_liveness_with_json_booleans(app, admin):
                           headers={"X-CSRF-Token": token})
     assert refused.status_code == 400
     assert refused.get_json()["field"] == "liveness.enabled"
+
+
+def test_a_motion_cue_is_chosen_from_a_list_saved_and_applied(app, admin):
+    database = app.config["DATABASE"]
+    page = admin.get("/settings").get_data(as_text=True)
+    cue = re.search(r'<select id="liveness.motion_cue" name="liveness.motion_cue">(.*?)</select>',
+                    page, re.S)[1]
+    assert re.findall(r'<option value="([^"]*)"', cue) == ["", "off", "blink", "head_turn",
+                                                            "either"]
+    assert '<b id="default-liveness-motion_cue">off</b>' in page  # the default: texture alone
+    assert save(admin, liveness__motion_cue="head_turn").status_code == 302
+    assert read_site_settings(database) == {"liveness.motion_cue": "head_turn"}
+    applied = apply_site_settings(load_config(None, {}, environ={}),
+                                  read_site_settings(database)).liveness
+    assert applied.motion_cue == "head_turn"
+    page = admin.get("/settings").get_data(as_text=True)
+    assert '<option value="head_turn" selected>a head turn</option>' in page
+    response = post(admin, "/settings", {"liveness.motion_cue": "nod"}, page="/settings")
+    assert response.status_code == 400
+    assert 'must be "off", "blink", "head_turn" or "either"' in \
+        field_error(response, "liveness.motion_cue").replace("&#34;", '"')
+    assert read_site_settings(database) == {"liveness.motion_cue": "head_turn"}

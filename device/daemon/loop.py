@@ -4,7 +4,9 @@ Each frame: read (a camera that is down gives None: the door stays locked, the w
 still fed), find and identify the nearest faces, judge whether each is live (when the
 liveness check is on), vote per tracked face, then for a winner check the person's access
 rules and either grant (relay first, log second) or deny; a track judged a presentation
-attack is logged as ``attack`` and never opens. Door sensor events arrive from gpiozero's
+attack is logged as ``attack`` and never opens. With ``liveness.motion_cue`` a track that
+has its votes waits, unlogged but for one line in the daemon's log, for a blink or a head
+turn (``device/daemon/cues.py``). Door sensor events arrive from gpiozero's
 threads through a queue and are logged here, so only this thread touches the database.
 """
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from device.camera import EndOfStream, Frame
 from device.daemon.access import access_refusal
+from device.daemon.cues import CueRule, CueSample
 from device.daemon.live import LiveFrames
 from device.daemon.systemd import Notifier
 from device.daemon.votes import Verdict, Vote, VoteTracker
@@ -82,7 +85,7 @@ class DoorLoop:
         self.local_time = local_time
         self.gate = QualityGate(min_interocular_px=settings.min_interocular_px)
         self.tracker = VoteTracker(settings.votes_needed, settings.votes_window,
-                                   self._live_needed())
+                                   self._live_needed(), self._cue_rule())
         self._quiet_until: dict[str, float] = {}  # person id -> end of their cool-down
         self._attack_quiet_until: dict[str, float] = {}  # resembled person id -> the same
         self._next_retention = clock() + RETENTION_EVERY_SECONDS
@@ -147,11 +150,23 @@ class DoorLoop:
             return None
         return self.liveness.votes_needed(self.settings.votes_window)
 
+    def _cue_rule(self) -> CueRule | None:
+        """The motion cue tracks must show; None when none is asked for or the liveness
+        check is off (the cue is part of it)."""
+        if self._live_needed() is None:
+            return None
+        settings = self.liveness.settings
+        if settings.motion_cue == "off":
+            return None
+        return CueRule(settings.motion_cue, settings.head_turn_parallax, settings.blink_drop)
+
     def _follow_votes(self) -> None:
-        """A new tracker (votes from zero) when K, M or the liveness K have changed."""
-        wanted = (self.settings.votes_needed, self.settings.votes_window, self._live_needed())
+        """A new tracker (votes from zero) when K, M, the liveness K or the motion cue have
+        changed."""
+        wanted = (self.settings.votes_needed, self.settings.votes_window, self._live_needed(),
+                  self._cue_rule())
         tracker = self.tracker
-        if wanted != (tracker.needed, tracker.window, tracker.live_needed):
+        if wanted != (tracker.needed, tracker.window, tracker.live_needed, tracker.cue):
             self.tracker = VoteTracker(*wanted)
 
     # -- deciding ---------------------------------------------------------------------------
@@ -165,11 +180,14 @@ class DoorLoop:
             self.live.publish(frame.image, identifications)
         self._follow_votes()  # the liveness check may have been turned on or off
         checking = self.tracker.live_needed is not None
-        observations = [(found, self._vote(found, frame if checking else None))
+        cue = self.tracker.cue
+        observations = [(found, self._vote(found, frame if checking else None, cue))
                         for found in identifications]
         for verdict in self.tracker.update(observations):
             if verdict.winner is not None:
                 self._act_on_winner(verdict, frame)
+            elif verdict.awaiting_cue and not verdict.track.cue_wait_logged:
+                self._log_waiting(verdict)
             elif verdict.attack and not verdict.track.decided:
                 verdict.track.decided = True
                 self._act_on_attack(verdict, frame)
@@ -180,8 +198,10 @@ class DoorLoop:
                              liveness=verdict.track.votes[-1].liveness)
                 self.door.deny()
 
-    def _vote(self, found: Identification, frame: Frame | None) -> Vote:
-        """This frame's vote for the face; ``frame`` given: judge its liveness too."""
+    def _vote(self, found: Identification, frame: Frame | None,
+              cue: CueRule | None = None) -> Vote:
+        """This frame's vote for the face; ``frame`` given: judge its liveness too, and
+        with ``cue`` measure the face for that motion cue (a good enough face only)."""
         liveness = None
         if frame is not None and self.liveness is not None:
             liveness = self.liveness.judge(frame.image, found.face.box)
@@ -189,14 +209,25 @@ class DoorLoop:
         if problems:
             return Vote(None, found.score, "low quality: " + "; ".join(problems), liveness,
                         good_quality=False)
+        sample = None
+        if frame is not None and cue is not None:
+            sample = CueSample.measure(frame.image, found.face.landmarks, cue)
         if found.decision != "match":
-            return Vote(None, found.score, "stranger", liveness)
-        return Vote(found.person_id, found.score, None, liveness)
+            return Vote(None, found.score, "stranger", liveness, cue=sample)
+        return Vote(found.person_id, found.score, None, liveness, cue=sample)
+
+    def _log_waiting(self, verdict: Verdict) -> None:
+        """Once per track: who is waiting for the motion cue (no event: not an attack)."""
+        verdict.track.cue_wait_logged = True
+        person = self.identifier.person(verdict.resembles) if verdict.resembles else None
+        log.info("%s is recognised and live; the door opens after %s (liveness.motion_cue)",
+                 person.name if person else "a face", self.tracker.cue.words)
 
     def _act_on_winner(self, verdict: Verdict, frame: Frame) -> None:
         person_id = verdict.winner
         now = self.clock()
         liveness = _latest_liveness(verdict)  # before the votes are forgotten
+        cue = _cue_detail(verdict)
         self.tracker.forget(verdict.track)
         if now < self._quiet_until.get(person_id, 0.0):
             return  # still standing there after their grant (or denial): no repeat
@@ -206,11 +237,12 @@ class DoorLoop:
         if refusal is None:
             self.door.grant()  # the relay first: logging must never delay the door
             self.grants += 1
-            self._record("granted", verdict.track.latest, frame, liveness=liveness)
+            self._record("granted", verdict.track.latest, frame, liveness=liveness,
+                         extra=cue)
         else:
             self.door.deny()
             self._record("denied", verdict.track.latest, frame, reason=refusal,
-                         liveness=liveness)
+                         liveness=liveness, extra=cue)
 
     def _act_on_attack(self, verdict: Verdict, frame: Frame) -> None:
         """A photo or a screen held up: red light, one ``attack`` event, never the relay.
@@ -287,6 +319,17 @@ def _latest_liveness(verdict: Verdict) -> Liveness | None:
     judged = [v.liveness for v in verdict.track.votes if v.liveness is not None]
     scored = [item for item in judged if item.score is not None]
     return (scored or judged or [None])[-1]
+
+
+def _cue_detail(verdict: Verdict) -> dict[str, Any] | None:
+    """The motion cue the track showed, for the event's detail (None: no cue asked for)."""
+    watch = verdict.track.cue
+    if watch is None:
+        return None
+    detail: dict[str, Any] = {"motion_cue": watch.rule.kind, "motion_cue_seen": watch.seen}
+    if watch.rule.watches_turn:
+        detail["head_turn_parallax"] = round(watch.parallax, 3)
+    return detail
 
 
 def face_snapshot(image: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -81,6 +81,11 @@ FIELDS = (
     Field("liveness.votes_needed", "Live frames needed",
           "Frames judged live a face needs among the last frames (M above), besides its "
           "matching ones. Blank: the model card's.", "1"),
+    Field("liveness.motion_cue", "Motion cue",
+          "Also wait for a blink or a head turn before opening. Vetoes only, never lets a "
+          "photo in; a face that keeps still waits, so it is off unless asked for.",
+          choices=(("", "not set here"), ("off", "off"), ("blink", "a blink"),
+                   ("head_turn", "a head turn"), ("either", "a blink or a head turn"))),
 )
 assert {field.key for field in FIELDS} == SETTABLE
 
