@@ -7,7 +7,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed
 
-.PHONY: run test test-training train-lfw train-lfw-report e2e screenshots lint models models-convert eval bench bench-quick clean
+.PHONY: install run test test-training train-lfw train-lfw-report e2e screenshots lint models models-convert eval bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	scripts/ensure-system-packages
@@ -23,6 +23,13 @@ $(TRAIN_STAMP): pyproject.toml
 	$(TRAIN_BIN)/python -m pip install -q --upgrade pip
 	$(TRAIN_BIN)/python -m pip install -q -e '.[train]' 'pytest>=8'
 	touch $(TRAIN_STAMP)
+
+# On the Pi: the door only (.venv with the `pi` extra on a Raspberry Pi, the models checked,
+# the systemd units, /etc/facegate/facegate.toml if absent, the facegate user); no training
+# stack, no browser. `make install INSTALL_FLAGS=--dry-run` shows what it would do;
+# DESTDIR=/some/root installs the files under that root. See docs/raspberry-pi.md.
+install:
+	PYTHON=$(PYTHON) scripts/install $(INSTALL_FLAGS)
 
 # The door daemon. With no camera and no GPIO it replays the bundled demo scene on gpiozero's
 # mock pins; stop it with Ctrl-C.

@@ -9,7 +9,8 @@ made it. Actions: ``sign_in``, ``sign_in_failed``, ``sign_in_throttled``, ``sign
 ``enrol_refused``, ``enrol_forced``, ``template_remove``, ``reembed``, ``unlock`` (from the
 page, the API, or an MQTT command: user ``mqtt``, ``"via": "mqtt"``), ``lock``,
 ``command_refused`` (an MQTT command the door refused, with the reason),
-``settings_change``, ``backup``, ``restore``, ``user_add``, ``user_remove``, ``token_*``.
+``settings_change``, ``backup``, ``restore``, ``user_add``, ``user_remove``,
+``user_password`` (a new password set from the CLI), ``token_*``.
 """
 
 from __future__ import annotations

@@ -7,13 +7,17 @@ Results meant for scripts are JSON, one object per line.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
+import re
+import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -103,7 +107,8 @@ def _door_config(args: argparse.Namespace) -> Config:
     from device.site_settings import apply_site_settings, read_site_settings
 
     config = _config(args)
-    database = _db_path(args)
+    # A --db named on the command line must be there (a typo is no "door without settings").
+    database = _existing_db(args) if getattr(args, "db", None) else _db_path(args)
     if not database.exists():
         return config
     try:
@@ -115,19 +120,55 @@ def _door_config(args: argparse.Namespace) -> Config:
         return config
 
 
-def _open_gallery(args: argparse.Namespace) -> Gallery:
+def _existing_db(args: argparse.Namespace) -> Path:
+    """The database a command reads: it must be there. A mistyped ``--db`` or ``--data-dir``
+    is one sentence, never a new empty gallery that silently answers "nobody"."""
     path = _db_path(args)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Gallery(path)
+    if path.is_dir():
+        raise FacegateError(f"{path} is a folder, not a database file")
+    if not path.exists():
+        raise FacegateError(f"no database at {path} (check --db or --data-dir; `facegate "
+                            "enroll` or `facegate admin add` creates one)")
+    return path
+
+
+def _new_or_existing_db(args: argparse.Namespace) -> Path:
+    """The database a command may create (``enroll``, ``admin add``), its folder made."""
+    path = _db_path(args)
+    if path.is_dir():
+        raise FacegateError(f"{path} is a folder, not a database file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FacegateError(f"cannot make the data folder {path.parent}: "
+                            f"{exc.strerror or exc}") from None
+    return path
+
+
+def _open_gallery(args: argparse.Namespace, *, create: bool = False) -> Gallery:
+    return Gallery(_new_or_existing_db(args) if create else _existing_db(args))
 
 
 def _open_events(args: argparse.Namespace) -> EventLog:
     # Snapshots live beside the database they belong to, also when --db names another file.
-    database = _db_path(args)
+    database = _existing_db(args)
     return EventLog(database, database.parent / SNAPSHOTS_FOLDER, door_id=_config(args).door.id)
 
 
 # --- commands -------------------------------------------------------------------------------
+
+def _given_files(paths: list[Path]) -> list[Path]:
+    """The images named on the command line, refused in one sentence before any work when
+    one is missing or a folder: a typo, for the commands that write (``enroll``) or compare
+    two (``verify``); the batch readers report each on its JSON line (:func:`_readable`)."""
+    for path in paths:
+        if path.is_dir():
+            raise FacegateError(f"{path} is a folder, not an image (--from-folder takes "
+                                "folders in enroll)")
+        if not path.exists():
+            raise FacegateError(f"{path}: no such file")
+    return paths
+
 
 def _readable(paths: list[Path], unreadable: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
     """Each image that can be read; one that cannot is a JSON error line, and the command goes
@@ -142,6 +183,12 @@ def _readable(paths: list[Path], unreadable: list[Path]) -> Iterator[tuple[Path,
         yield path, frame
 
 
+def _unreadable_summary(unreadable: list[Path], total: int) -> None:
+    """The one line on stderr that says a batch had files it could not read."""
+    if unreadable:
+        _warn(f"{len(unreadable)} of {total} images could not be read (see their JSON lines)")
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     pipeline = _pipeline(args)
     failed: list[Path] = []
@@ -149,14 +196,28 @@ def cmd_embed(args: argparse.Namespace) -> int:
         faces = pipeline.process(frame, thorough=True)
         _print_json({"path": str(path), "model": pipeline.model_name,
                      "faces": [_face_json(face) for face in faces]})
+    _unreadable_summary(failed, len(args.images))
     return 1 if failed else 0
+
+
+def _person_folders(top: Path) -> list[Path]:
+    """The person folders of ``--from-folder``; a folder of photos (one level too deep) or
+    of nothing is one sentence saying what to give instead."""
+    if not top.is_dir():
+        raise FacegateError(f"{top}: not a folder")
+    people = sorted(p for p in top.iterdir() if p.is_dir())
+    if not people:
+        loose = any(p.suffix.lower() in IMAGE_SUFFIXES for p in top.iterdir())
+        raise FacegateError(
+            f"{top} has no person folders (--from-folder wants DIR/<person name>/<images>)"
+            + (f": it holds photos itself, so give its parent, --from-folder "
+               f"{top.resolve().parent}, or --name NAME {top}/*" if loose else ""))
+    return people
 
 
 def _images_by_person(args: argparse.Namespace) -> Iterator[tuple[str, Path]]:
     if args.from_folder:
-        if not args.from_folder.is_dir():
-            raise FacegateError(f"{args.from_folder}: not a folder")
-        for folder in sorted(p for p in args.from_folder.iterdir() if p.is_dir()):
+        for folder in _person_folders(args.from_folder):
             for path in sorted(folder.iterdir()):
                 if path.suffix.lower() in IMAGE_SUFFIXES:
                     yield folder.name.replace("_", " ") if args.underscores else folder.name, path
@@ -175,9 +236,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         raise FacegateError("no images given to enrol")
     if args.face is not None and (args.from_folder or len(args.images) != 1):
         raise FacegateError("--face picks a face of ONE photo: give a single image")
+    if args.from_folder:
+        _person_folders(args.from_folder)  # before a gallery is made for nothing
+    _given_files(args.images)
     counts = {"enrolled": 0, "already": 0, "refused": 0}
     actor = Actor(cli_user(), "cli")
-    with _open_gallery(args) as gallery:
+    with _open_gallery(args, create=True) as gallery:
         pipeline = _pipeline(args, gallery)
         policy = EnrolmentPolicy.from_card(pipeline.embedder_card.card,
                                            _decision(args, pipeline))
@@ -248,6 +312,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
                     "decision": result.decision,
                 })
             _print_json({"path": str(path), "faces": faces})
+    _unreadable_summary(failed, len(args.images))
     return 1 if failed else 0
 
 
@@ -289,13 +354,14 @@ def cmd_liveness(args: argparse.Namespace) -> int:
             })
         _print_json({"path": str(path), "faces": faces})
     # As with enroll: 2 says "some images could not be judged", distinct from a failure (1).
+    _unreadable_summary(unreadable, len(args.images))
     return 2 if unreadable else 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     pipeline = _pipeline(args)
     embeddings = []
-    for path in (args.image1, args.image2):
+    for path in _given_files([args.image1, args.image2]):
         frame, _ = read_image(path)
         faces = pipeline.process(frame, thorough=True)
         if not faces:
@@ -369,19 +435,25 @@ def _person_changes(args: argparse.Namespace) -> dict:
     for field in ("valid_from", "valid_until"):
         value = getattr(args, field)
         if value is not None:
-            changes[field] = _aware_time(value) if value else None
+            changes[field] = _aware_time(value, end_of_day=field == "valid_until") or None
+    until = changes.get("valid_until")
+    if until and datetime.fromisoformat(until) <= datetime.now().astimezone():
+        _warn(f"--valid-until {args.valid_until} is already past: this person is refused at "
+              "the door from now on")
     if args.schedule is not None:
         changes["schedule"] = (schedule_from_text(args.schedule)
                                if args.schedule.strip().lower() not in ("", "none") else None)
     return changes
 
 
-def _aware_time(text: str) -> str:
-    """An ISO time; without a zone it is the door's local time."""
+def _aware_time(text: str, *, end_of_day: bool = False) -> str | None:
+    """An ISO time; without a zone it is the door's local time (``door_time``: a date alone
+    as an end of access is the whole day)."""
     from device.daemon.access import door_time
 
     try:
-        return door_time(text).isoformat()
+        when = door_time(text, end_of_day=end_of_day)
+        return None if when is None else when.isoformat()
     except ValueError:
         raise FacegateError(f"{text!r} is not a date or time (use 2026-01-31 or "
                             "2026-01-31T18:00)") from None
@@ -429,8 +501,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     from device import audit
     from device.web import auth
 
-    database = _db_path(args)
-    database.parent.mkdir(parents=True, exist_ok=True)
+    database = _new_or_existing_db(args) if args.action == "add" else _existing_db(args)
     Gallery(database).close()  # applies the migrations that create the users table
     if args.action == "list":
         for user in auth.list_users(database):
@@ -444,6 +515,11 @@ def cmd_admin(args: argparse.Namespace) -> int:
         print(f"removed {args.name}")
         return 0
     password = _read_password(args.password_stdin)
+    if args.action == "passwd":  # the users service signs their open sessions out
+        user = auth.set_password(database, args.name, password)
+        audit.record(database, "user_password", {"name": user.name}, "cli", None)
+        print(f"changed the password of {user.name}; their sessions are signed out")
+        return 0
     user = auth.add_user(database, args.name, password, role=args.role)
     audit.record(database, "user_add", {"name": user.name, "role": user.role}, "cli", None)
     print(f"added {user.name} ({user.role})")
@@ -454,7 +530,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     from device import audit
     from device.web import tokens
 
-    database = _db_path(args)
+    database = _existing_db(args)
     Gallery(database).close()
     if args.action == "list":
         for token in tokens.list_tokens(database):
@@ -503,9 +579,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from device.daemon.access import door_time_zone
+    from device.door_info import door_facts, summary_lines
+
     config = _door_config(args)
     models_dir = config.recognition.models_dir
-    database = _db_path(args)
+    # A path named on the command line must be there; the configured one may not be yet
+    # (a fresh door: info still tells its models and settings).
+    named = args.db is not None or args.data_dir is not None
+    database = _existing_db(args) if named else _db_path(args)
     gallery = Gallery(database) if database.exists() else None
     try:
         configured = args.model or config.recognition.model or None
@@ -533,6 +615,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                                     .get("verification_threshold", {})).get("score"),
             "alignment": embedder.card.get("alignment", {}).get("method"),
             "db": str(database),
+            # Schedules are read in this zone (docs/door.md, "Time zone").
+            "time_zone": door_time_zone(),
         }
         if gallery is not None:
             info["gallery"] = {**gallery.counts(), "model": gallery.model,
@@ -541,15 +625,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         if gallery is not None:
             gallery.close()
     info["liveness"] = _liveness_info(config)
+    info.update(door_facts(config))
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        for key, value in info.items():
-            if key == "liveness":
-                for name, item in value.items():
-                    print(f"liveness.{name}: {item}")
-            else:
-                print(f"{key}: {value}")
+        print("\n".join(summary_lines(info)))
     return 0
 
 
@@ -631,11 +711,47 @@ def cmd_mqtt(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_camera(args: argparse.Namespace) -> int:
+    """Grab one frame from the camera, save it and say how big the faces in it are."""
+    from device.camera_check import check_camera
+
+    out = args.out or Path(f"facegate-camera-{datetime.now():%Y%m%d-%H%M%S}.jpg")
+    for line in check_camera(_config(args), out, spec=args.camera).lines():
+        print(line, flush=True)
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Write a dated backup into ``--to``, as the page's download, and prune old ones."""
+    from device.audit import cli_user, record
+    from device.backup import backup_to_folder
+
+    database = _db_path(args)
+    if not database.exists():
+        raise FacegateError(f"no database at {database} to back up (check --data-dir)")
+    if args.keep is not None and args.keep < 1:
+        raise FacegateError(f"--keep must be at least 1, got {args.keep}")
+    try:
+        made, removed = backup_to_folder(database, args.to, keep=args.keep)
+    except OSError as exc:
+        raise FacegateError(f"cannot write a backup into {args.to}: "
+                            f"{exc.strerror or exc}") from None
+    record(database, "backup", {"bytes": made.stat().st_size, "accounts": False, "via": "cli",
+                                "file": str(made), "removed": len(removed)}, user=cli_user())
+    print(f"backup: {made} ({made.stat().st_size} bytes)", flush=True)
+    for old in removed:
+        print(f"removed: {old}", flush=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Enrol the first photo of each demo person, then identify every other photo."""
     import tempfile
 
     folder = args.folder
+    _config(args)  # a configuration that cannot be read is said once, not once per step
+    if not (folder / "people").is_dir():
+        raise FacegateError(f"{folder} has no people/ folder of demo photos")
     with tempfile.TemporaryDirectory() as scratch:
         db = Path(scratch) / "demo.db"
         people = sorted(p for p in (folder / "people").iterdir() if p.is_dir())
@@ -644,7 +760,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         base += ["--config", str(args.config)] if args.config else []
         for person in people:
             first = sorted(person.iterdir())[0]
-            main(["enroll", *base, "--name", person.name, str(first)])
+            if main(["enroll", *base, "--name", person.name, str(first)]) == 1:
+                return 1  # the reason is said; the rest would fail the same way
         probes = [p for person in people for p in sorted(person.iterdir())[1:]]
         probes += sorted((folder / "strangers").iterdir())
         return main(["identify", *base, *map(str, probes)])
@@ -652,8 +769,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --- parser ---------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake in one line, with "did you mean" for a near spelling
+    (as the configuration's checker does), pointing at ``--help`` instead of the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        suggestion = self._suggestion(message)
+        if suggestion:  # the near spelling says more than the list of every choice
+            message = re.sub(r" \(choose from .*\)$", "", message)
+        self.exit(2, f"{self.prog}: {message}{suggestion} (see `{self.prog} --help`)\n")
+
+    def _suggestion(self, message: str) -> str:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            wrong, known = choice[1], re.findall(r"'([^']*)'", choice[2])
+        elif message.startswith("unrecognized arguments:"):
+            wrong = next((word.partition("=")[0] for word in message.split()[2:]
+                          if word.startswith("-")), "")
+            known = [option for action in self._actions for option in action.option_strings]
+        else:
+            return ""
+        close = difflib.get_close_matches(wrong, known, n=1) if wrong else []
+        return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    commands = next(action for action in parser._actions  # noqa: SLF001
+                    if isinstance(action, argparse._SubParsersAction))  # noqa: SLF001
+    return commands.choices[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="facegate", description="Face-recognition access control: enrol, identify, verify.")
     parser.add_argument("--version", action="version", version=f"facegate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -734,16 +882,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("action", choices=["list", "edit", "remove"])
     sub.add_argument("person", nargs="?", help="name or id (for edit and remove)")
     sub.add_argument("--json", action="store_true")
-    sub.add_argument("--active", dest="active", action="store_true", default=None,
-                     help="edit: may open the door")
-    sub.add_argument("--inactive", dest="active", action="store_false",
-                     help="edit: may not open the door (kept enrolled)")
+    active = sub.add_mutually_exclusive_group()
+    active.add_argument("--active", dest="active", action="store_true", default=None,
+                        help="edit: may open the door")
+    active.add_argument("--inactive", dest="active", action="store_false",
+                        help="edit: may not open the door (kept enrolled)")
     sub.add_argument("--rename", metavar="NAME", help="edit: new name")
     sub.add_argument("--external-id", metavar="ID", help="edit: badge or HR number ('' clears)")
     sub.add_argument("--valid-from", metavar="TIME",
                      help="edit: first day/time allowed, ISO (local time unless a zone is "
                           "given; '' clears)")
-    sub.add_argument("--valid-until", metavar="TIME", help="edit: end of access, ISO ('' clears)")
+    sub.add_argument("--valid-until", metavar="TIME",
+                     help="edit: end of access, ISO; a date alone is the whole of that day "
+                          "(until 23:59:59 local; '' clears)")
     sub.add_argument("--schedule", metavar="TEXT",
                      help='edit: weekly hours, e.g. "mon-fri 07:00-19:00; sat 08:00-12:00" '
                           "(door's local time; 'none' clears)")
@@ -782,16 +933,21 @@ def build_parser() -> argparse.ArgumentParser:
                           " 127.0.0.1:8080)")
     sub.add_argument("--no-web", action="store_true", help="run the door without the page")
 
-    sub = command("admin", cmd_admin, "Manage the admin page's users.", db=True, model=False)
-    sub.add_argument("action", choices=["add", "list", "remove"])
-    sub.add_argument("name", nargs="?", help="user name (for add and remove)")
+    sub = command("admin", cmd_admin, "Manage the admin page's users: add, list, remove, or "
+                  "passwd (set a new password; signs that user's sessions out).", db=True,
+                  model=False)
+    sub.add_argument("action", choices=["add", "list", "remove", "passwd"])
+    sub.add_argument("name", nargs="?", help="user name (for add, remove and passwd)")
     sub.add_argument("--role", choices=["admin", "viewer"], default="admin",
                      help="admin: everything; viewer: dashboard and log only")
     sub.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input "
                           "(default: ask on the terminal)")
 
-    sub = command("info", cmd_info, "Show models, thresholds and gallery counts.", db=True)
+    sub = command("info", cmd_info,
+                  "Show the door at a glance: its id, camera (and what 'auto' would open), "
+                  "pins, web address, MQTT broker, models and thresholds, liveness, gallery "
+                  "counts and data folder.", db=True)
     sub.add_argument("--json", action="store_true")
 
     sub = command("reembed", cmd_reembed,
@@ -809,6 +965,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                      help="how long to wait for each answer of the broker (default 5)")
 
+    sub = command("camera", cmd_camera,
+                  "Test the door's camera: grab one frame, save it, and report the frame "
+                  "size, the faces found and their size in pixels between the eyes against "
+                  "recognition.min_interocular_px; one line per fact, exit 1 when the camera "
+                  "cannot be opened.", model=False)
+    sub.add_argument("action", choices=["test"])
+    sub.add_argument("--camera", metavar="SOURCE",
+                     help="the camera to test, as camera.source (default: the configuration's; "
+                          "'auto' never falls back to the demo replay here)")
+    sub.add_argument("--out", type=Path, metavar="PATH",
+                     help="where to save the frame, .jpg or .png (default: "
+                          "facegate-camera-DATE-TIME.jpg in the current folder)")
+
+    sub = command("backup", cmd_backup,
+                  "Write a backup of the gallery, access log, audit log and site settings "
+                  "(not the accounts: the same file as the page's backup download) into DIR "
+                  "as facegate-DATE.db, written whole or not at all; for a systemd timer "
+                  "(systemd/facegate-backup.timer). Restore it on the settings page.",
+                  db=True, model=False)
+    sub.add_argument("--to", type=Path, required=True, metavar="DIR",
+                     help="the folder to write into (made if missing)")
+    sub.add_argument("--keep", type=int, metavar="N",
+                     help="then remove all but the newest N dated backups in DIR (default: "
+                          "keep them all)")
+
     sub = command("demo", cmd_demo,
                   "Enrol the bundled demo people and identify the other photos.", model=False)
     sub.add_argument("--folder", type=Path, default=PROJECT_DIR / "tests" / "data",
@@ -818,14 +999,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # said by the command's own parser, which knows its options' spellings
+        _command_parser(parser, args.command).error(
+            f"unrecognized arguments: {' '.join(extras)}")
     try:
         return args.func(args)
     except FacegateError as exc:
         _warn(str(exc))
-        return 1
+    except sqlite3.Error as exc:  # a file that is no database, a disk that fails
+        config = getattr(args, "_config", None)
+        named = getattr(args, "db", None) or (config.paths.database if config else None)
+        _warn(f"{named or 'the database'}: {exc}")
+    except OSError as exc:  # a folder that cannot be made or read, a full disk
+        _warn(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror
+              else str(exc))
     except KeyboardInterrupt:
         return 130
+    return 1
 
 
 if __name__ == "__main__":

@@ -83,6 +83,12 @@ def _camera_source(value: Any) -> str:
     return value
 
 
+def _rotation(value: Any) -> int:
+    if isinstance(value, bool) or value not in (0, 90, 180, 270):
+        raise _Invalid("must be 0, 90, 180 or 270 (degrees clockwise)")
+    return value
+
+
 MOTION_CUES = ("off", "blink", "head_turn", "either")  # liveness.motion_cue
 
 
@@ -220,6 +226,9 @@ class CameraConfig:
     fps: int = _key(15, low=1, high=120)
     width: int = _key(640, low=64, high=4096)
     height: int = _key(480, low=64, high=4096)
+    # How the camera is mounted, undone on every frame before detection (device/camera/base.py).
+    rotation: int = _key(0, check=_rotation)
+    mirror: bool = _key(False)
 
 
 @dataclass(frozen=True)

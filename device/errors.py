@@ -208,3 +208,10 @@ class CommandRefused(FacegateError):
     its audit row could not be written. The door was left as it was."""
 
     code = "command_refused"
+
+
+class DataDirInUse(FacegateError):
+    """Another ``facegate run`` holds the data folder's lock: two daemons on one database
+    would both drive the relay and race on the access log."""
+
+    code = "data_dir_in_use"

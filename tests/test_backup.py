@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from device.backup import backup_database, restore_database
 from device.daemon.access import access_refusal
 from device.errors import RestoreRefused
 from device.events.snapshots import snapshot_path
@@ -35,7 +36,6 @@ from device.gallery.store import Gallery
 from device.identification import Decision, Identifier
 from device.site_settings import read_site_settings, write_site_settings
 from device.vision.models import DEFAULT_EMBEDDER
-from device.web.backup import backup_database, restore_database
 from device.web.tokens import create_token, token_hash
 from device.web.users import add_user, hash_password, verify_password
 from tests.conftest import DATA, load
@@ -499,3 +499,47 @@ def test_a_backup_with_random_row_values_is_refused_or_sound(data):
         except sqlite3.IntegrityError:  # the schema itself refused the edit
             return
     _attempt(upload)
+
+
+# --- Scheduled backups: facegate backup --to DIR ------------------------------------------
+
+
+def test_a_backup_made_by_the_cli_restores_and_old_ones_are_pruned(tmp_path, capsys):
+    from device.backup import backups_in
+    from device.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    live = data / "facegate.db"
+    small_gallery(live)
+    add_user(live, "ann", PASSWORD, "admin")
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    older = [folder / f"facegate-2026010{day}T030000Z.db" for day in (1, 2, 3)]
+    for path in older:
+        path.write_bytes(b"an old backup")
+    unrelated = folder / "notes.db"
+    unrelated.write_bytes(b"not ours")
+    assert main(["backup", "--data-dir", str(data), "--to", str(folder), "--keep", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (made,) = [Path(line.split()[1]) for line in lines if line.startswith("backup: ")]
+    assert [line for line in lines if line.startswith("removed: ")] == [
+        f"removed: {path}" for path in older[:2]]
+    assert backups_in(folder) == [older[2], made] and unrelated.exists()
+    assert not list(folder.glob(".*partial"))
+    with contextlib.closing(sqlite3.connect(made)) as connection:
+        assert connection.execute("SELECT count(*) FROM users").fetchone() == (0,)
+    assert "backup" in audit_actions(live)
+    with Gallery(live) as gallery:
+        gallery.remove_person("Bob")
+    result = restore_database(live, made)
+    assert result["people"] == 2 and result["templates"] == 3 and result["events"] == 1
+
+
+def test_the_cli_backup_refuses_a_missing_database_in_one_line(tmp_path, capsys):
+    from device.cli import main
+
+    assert main(["backup", "--data-dir", str(tmp_path / "none"), "--to",
+                 str(tmp_path / "b")]) == 1
+    assert "no database at" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

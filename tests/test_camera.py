@@ -629,3 +629,73 @@ def test_fitted_frames_carry_the_index_and_time_of_their_camera():
     assert [frame.index for frame in frames] == [0, 1, 2]
     assert before <= frames[0].timestamp <= frames[2].timestamp <= time.monotonic()
     assert repr(camera) == "<Still still>"
+
+
+# --- Where the demo replay is allowed, and how the camera is mounted ------------------------
+
+
+def test_the_demo_replay_is_only_for_a_checkout_run_by_hand():
+    from device.camera.factory import demo_allowed
+
+    assert demo_allowed(real_gpio=False, environ={}, checkout=True)
+    assert not demo_allowed(real_gpio=False, environ={}, checkout=False)  # installed
+    assert not demo_allowed(real_gpio=True, environ={}, checkout=True)  # a real door
+    assert not demo_allowed(real_gpio=False, environ={"INVOCATION_ID": "abc"}, checkout=True)
+    assert not demo_allowed(real_gpio=False, environ={"NOTIFY_SOCKET": "/run/x"}, checkout=True)
+
+
+def test_auto_without_a_camera_and_no_demo_allowed_is_a_camera_error(monkeypatch):
+    if Path("/dev/video0").exists():
+        pytest.skip("this machine has a webcam: auto would choose it")
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    try:
+        camera = open_camera("auto", demo_folder=None)
+    except CameraError as raised:
+        assert str(raised).startswith("no camera found (")
+        assert "/dev/video0: no such device" in str(raised) and "cable" in str(raised)
+    else:
+        assert isinstance(camera, Picamera2Camera), "auto chose a demo without a folder"
+
+
+def _marked(width: int, height: int) -> np.ndarray:
+    """A picture with one white dot near its top-left corner, to follow through turns."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[height // 5, width // 7] = 255
+    return image
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("mirror", [False, True])
+def test_rotation_and_mirror_keep_the_full_picture_in_register(rotation, mirror):
+    from device.camera.base import orient
+
+    source = cv2.GaussianBlur(_marked(1280, 720), (0, 0), 6)  # large enough to survive shrinking
+    oriented = orient(fit_to_size(source, (640, 480)), rotation, mirror)
+    expected = source[:, ::-1] if mirror else source
+    for _ in range(rotation // 90):
+        expected = cv2.rotate(expected, cv2.ROTATE_90_CLOCKWISE)
+    assert np.array_equal(oriented.full, expected)
+    turned = rotation in (90, 270)
+    assert oriented.image.shape == ((640, 480, 3) if turned else (480, 640, 3))
+    y, x = np.unravel_index(np.argmax(oriented.image[..., 0]), oriented.image.shape[:2])
+    frame = Frame(oriented.image, 0.0, 0, oriented.full, oriented.full_offset,
+                  oriented.full_scale)
+    fx, fy = frame.to_full(np.array([x + 0.5, y + 0.5]))
+    ey, ex = np.unravel_index(np.argmax(expected[..., 0]), expected.shape[:2])
+    # Within a few pixels of rounding (2 full pixels per image pixel); a wrong offset would be
+    # out by the letterbox's 120 full pixels.
+    assert abs(fx - (ex + 0.5)) <= 8 and abs(fy - (ey + 0.5)) <= 8
+
+
+def test_a_camera_mounted_upside_down_gives_upright_frames(tmp_path):
+    picture = _marked(640, 480)
+    cv2.imwrite(str(tmp_path / "door.png"), picture)
+    camera = open_camera(str(tmp_path / "door.png"), demo_folder=None, fps=0, rotation=180)
+    with camera:
+        image = camera.read().image
+    assert np.array_equal(image, cv2.rotate(picture, cv2.ROTATE_180))
+    mirrored = open_camera(str(tmp_path / "door.png"), demo_folder=None, fps=0, mirror=True,
+                           rotation=90)
+    with mirrored:
+        image = mirrored.read().image
+    assert np.array_equal(image, cv2.rotate(picture[:, ::-1], cv2.ROTATE_90_CLOCKWISE))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from device.config import Config
+from device.gallery.store import Gallery
 from device.site_settings import write_site_settings
 from device.vision.liveness import LivenessModel
 from device.vision.models import list_cards
@@ -26,9 +27,16 @@ def default_model() -> LivenessModel:
     return LivenessModel.by_name("")
 
 
+def empty_db(tmp_path: Path) -> str:
+    """A new gallery with nothing in it: no site settings apply (a --db that does not exist
+    is refused, "no database at PATH")."""
+    path = tmp_path / "empty.db"
+    Gallery(path).close()
+    return str(path)
+
+
 def liveness(tmp_path: Path, *args: str):
-    """The command against a database that does not exist: no site settings apply."""
-    return run("liveness", "--db", str(tmp_path / "none.db"), *args)
+    return run("liveness", "--db", empty_db(tmp_path), *args)
 
 
 def config_file(tmp_path: Path, text: str) -> Path:
@@ -142,7 +150,7 @@ def test_a_bad_threshold_or_model_is_one_line(tmp_path, args, message):
 
 
 def test_info_names_the_liveness_model_and_its_card_decision(tmp_path, default_model):
-    result = run("info", "--json", "--db", str(tmp_path / "none.db"))
+    result = run("info", "--json", "--db", empty_db(tmp_path))
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["liveness"] == {
@@ -160,18 +168,19 @@ def test_info_names_the_liveness_model_and_its_card_decision(tmp_path, default_m
 def test_info_shows_the_configured_liveness_settings_also_as_text(tmp_path, default_model):
     config = str(config_file(tmp_path, "[liveness]\nenabled = false\nthreshold = 0.8\n"
                                        "votes_needed = 3\n"))
-    result = run("info", "--json", "--config", config, "--db", str(tmp_path / "none.db"))
+    result = run("info", "--json", "--config", config, "--db", empty_db(tmp_path))
     live = json.loads(result.stdout)["liveness"]
     assert (live["enabled"], live["threshold"], live["votes_needed"]) == (False, 0.8, 3)
     assert live["threshold_source"] == live["votes_source"] == "configuration"
-    text = run("info", "--config", config, "--db", str(tmp_path / "none.db")).stdout
-    assert f"liveness.model: {default_model.name}\n" in text
-    assert "liveness.enabled: False\n" in text and "liveness.threshold: 0.8\n" in text
+    text = run("info", "--config", config, "--db", empty_db(tmp_path)).stdout
+    (line,) = [line for line in text.splitlines() if line.startswith("liveness")]
+    assert "off" in line and default_model.name in line
+    assert "threshold 0.8 (configuration)" in line and "3 of 3 frames" in line
 
 
 def test_info_reports_a_liveness_model_that_cannot_be_loaded_and_goes_on(tmp_path):
     config = str(config_file(tmp_path, '[liveness]\nmodel = "no_such_liveness"\n'))
-    result = run("info", "--json", "--config", config, "--db", str(tmp_path / "none.db"))
+    result = run("info", "--json", "--config", config, "--db", empty_db(tmp_path))
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["embedder"].startswith("face_recognition")

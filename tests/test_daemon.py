@@ -533,3 +533,79 @@ def test_a_run_killed_outright_is_an_unclean_shutdown_in_the_log_at_the_next_sta
     again = cli("run", "--data-dir", str(data), "--camera", str(scene), "--exit-at-end",
                 "--no-web")
     assert again.returncode == 0 and "did not stop cleanly" not in again.stderr
+
+
+def test_under_systemd_a_missing_camera_is_an_error_and_never_the_demo(tmp_path, monkeypatch,
+                                                                       caplog):
+    if Path("/dev/video0").exists():
+        pytest.skip("this machine has a webcam: auto would choose it")
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")  # what systemd sets for a unit
+    monkeypatch.delenv("FACEGATE_CAMERA", raising=False)
+    config = load_config(None, {"paths.data_dir": str(tmp_path / "data"),
+                                "camera.source": "auto", "web.enabled": False})
+    pin = default_pin_factory().pin(RELAY)
+    before = len(pin.states)
+    stop = threading.Event()
+    stopper = threading.Timer(2.0, stop.set)
+    stopper.start()
+    with caplog.at_level(logging.INFO):
+        assert run_daemon(config, stop=stop) == 0
+    stopper.join()
+    if any("camera picamera2" in r.getMessage() for r in caplog.records):
+        pytest.skip("this machine has a Pi camera")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(m.startswith("no camera: the door stays locked") and "cable" in m
+               for m in errors), errors
+    assert not (config.paths.data_dir / "demo-replay").exists()
+    assert not any(state.state for state in pin.states[before:])
+
+
+def test_a_second_daemon_on_the_same_data_folder_refuses_naming_the_first(tmp_path, people):
+    scene = tmp_path / "scene"
+    write_scene(scene, [people["Colin_Powell"][1]], frames_each=5)
+    data = tmp_path / "data"
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    command = [sys.executable, "-m", "device", "run", "--data-dir", str(data),
+               "--camera", str(scene), "--no-web"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        lock = data / "facegate.lock"
+        deadline = time.monotonic() + 60
+        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert second.stderr.strip().count("\n") == 0, second.stderr
+        assert f"another facegate (pid {first.pid}) is already running on" in second.stderr
+        assert first.poll() is None  # the first door runs on
+    finally:
+        first.terminate()
+        assert first.wait(timeout=60) == 0
+    again = subprocess.run([*command, "--exit-at-end"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0, again.stderr  # the lock went with the first process
+
+
+def test_the_doors_time_zone_is_named_with_where_it_comes_from(tmp_path, capsys):
+    from device.cli import main
+    from device.daemon.access import door_time_zone
+
+    zoneinfo = tmp_path / "usr" / "share" / "zoneinfo" / "Europe"
+    zoneinfo.mkdir(parents=True)
+    (zoneinfo / "Paris").write_bytes(b"TZif")
+    link = tmp_path / "localtime"
+    link.symlink_to(zoneinfo / "Paris")
+    zone = door_time_zone(environ={}, localtime=link)
+    assert zone["name"] == "Europe/Paris" and zone["source"] == str(link)
+    assert door_time_zone(environ={"TZ": ":Asia/Tokyo"}, localtime=link)["source"] == "$TZ"
+    assert door_time_zone(environ={}, localtime=tmp_path / "none")["source"] == "unset"
+    (tmp_path / "data").mkdir()
+    Gallery(tmp_path / "data" / "facegate.db").close()
+    assert main(["info", "--json", "--data-dir", str(tmp_path / "data")]) == 0
+    shown = json.loads(capsys.readouterr().out)["time_zone"]
+    assert set(shown) == {"name", "utc_offset", "abbreviation", "source"}
+    assert shown["utc_offset"] == datetime.now().astimezone().strftime("%z")[:3] + ":" + \
+        datetime.now().astimezone().strftime("%z")[3:]

@@ -721,7 +721,7 @@ def test_mqtt_test_over_plain_mqtt_warns_and_without_a_url_says_mqtt_is_off(
 
 
 def test_a_restored_backup_brings_no_waiting_messages(tmp_path):
-    from device.web.backup import backup_database, restore_database
+    from device.backup import backup_database, restore_database
 
     live = tmp_path / "facegate.db"
     with EventLog(live, tmp_path / "snapshots", door_id=DOOR, stdout=io.StringIO(),

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockPin
 
+from device.backup import backup_database, restore_database
 from device.door import Door, DoorSettings
 from device.events import EventLog
 from device.gallery.migrations import MIGRATIONS
@@ -26,7 +27,6 @@ from device.gallery.store import Gallery
 from device.site_settings import SETTABLE
 from device.web import create_app
 from device.web.audit import list_audit
-from device.web.backup import backup_database, restore_database
 from device.web.services import Services
 from device.web.sessions import start_session
 from device.web.tokens import create_token, list_tokens, revoke_token
@@ -774,3 +774,13 @@ def test_the_api_refuses_the_names_the_store_refuses_naming_the_field(site, bad)
         assert_error(site.call("PATCH", f"/api/people/{person_id}", json={"external_id": bad}),
                      400, "external id", field="external_id")
     assert site.count("people") == 1
+
+
+def test_a_valid_until_date_alone_is_the_end_of_that_day_as_on_the_command_line(site):
+    colin = add_person(site, "Colin Powell")
+    edited = site.call("PATCH", f"/api/people/{colin}",
+                       json={"valid_until": "2027-06-30", "version": 1})
+    assert edited.status_code == 200, edited.json
+    end = datetime(2027, 6, 30, 23, 59, 59, 999_000).astimezone().astimezone(UTC)
+    assert edited.json["valid_until"] == end.isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")

@@ -305,6 +305,17 @@ def test_an_edit_saves_validity_and_schedule_and_is_audited(app, admin):
     assert audit_actions(app.config["DATABASE"])[-1] == "person_edit"
 
 
+def test_a_valid_until_date_alone_is_the_whole_of_that_day_as_with_the_cli(app, admin):
+    person_id = add_person(admin, "Colin Powell")
+    response = post(admin, f"/people/{person_id}", edit_form(valid_until="2027-06-30"),
+                    page=f"/people/{person_id}")
+    assert response.status_code == 302
+    with gallery_of(app) as gallery:
+        person = gallery.get_person(person_id)
+    end = datetime(2027, 6, 30, 23, 59, 59, 999_000).astimezone()
+    assert datetime.fromisoformat(person.valid_until) == end
+
+
 def test_a_bad_schedule_is_shown_beside_its_field_and_nothing_is_saved(app, admin):
     person_id = add_person(admin, "Colin Powell")
     response = post(admin, f"/people/{person_id}",

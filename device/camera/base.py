@@ -50,6 +50,10 @@ class Camera(ABC):
     def __init__(self, name: str) -> None:
         self.name = name  # for logs, e.g. "replay:/srv/demo" or "opencv:/dev/video0"
         self._count = 0
+        # How the camera is mounted (camera.rotation, camera.mirror), undone on every frame
+        # in _frame: first mirrored left to right, then turned clockwise by ``rotation``.
+        self.rotation = 0  # degrees: 0, 90, 180 or 270
+        self.mirror = False
 
     @abstractmethod
     def open(self) -> None:
@@ -77,6 +81,7 @@ class Camera(ABC):
     def _frame(self, fitted: Fitted) -> Frame:
         """Stamp a picture just taken from the source with the time and the next index."""
         self._count += 1
+        fitted = orient(fitted, self.rotation, self.mirror)
         return Frame(fitted.image, time.monotonic(), self._count - 1, fitted.full,
                      fitted.full_offset, fitted.full_scale)
 
@@ -115,3 +120,41 @@ def fit_to_size(image: np.ndarray, size: Size | None) -> Fitted:
     if width <= target_w and height <= target_h:
         return Fitted(boxed, None, (0.0, 0.0), (1.0, 1.0))
     return Fitted(boxed, image, (float(left), float(top)), (width / new_w, height / new_h))
+
+
+ROTATIONS = (0, 90, 180, 270)  # camera.rotation, clockwise degrees
+
+
+def orient(fitted: Fitted, rotation: int = 0, mirror: bool = False) -> Fitted:
+    """``fitted`` mirrored left to right (``mirror``), then turned ``rotation`` degrees
+    clockwise, its ``full`` picture with it and the offset and scale that place one in the
+    other kept exact, so crops still come from the right place. A 90 or 270 turn makes a
+    landscape detection image portrait. Costs one copy per picture when not the identity."""
+    if rotation not in ROTATIONS:
+        raise ValueError(f"rotation must be one of {ROTATIONS}, got {rotation!r}")
+    if mirror:
+        fitted = _mirrored(fitted)
+    for _ in range(rotation // 90):
+        fitted = _turned(fitted)
+    return fitted
+
+
+def _mirrored(fitted: Fitted) -> Fitted:
+    # x' = W - x in both pictures; solving X' = (x' - ox') * sx for ox'.
+    width = fitted.image.shape[1]
+    (ox, oy), (sx, sy) = fitted.full_offset, fitted.full_scale
+    full_width = width * sx if fitted.full is None else fitted.full.shape[1]
+    full = None if fitted.full is None else np.ascontiguousarray(fitted.full[:, ::-1])
+    return Fitted(np.ascontiguousarray(fitted.image[:, ::-1]), full,
+                  (width - ox - full_width / sx, oy), (sx, sy))
+
+
+def _turned(fitted: Fitted) -> Fitted:
+    # A quarter turn clockwise: x' = H - y, y' = x in both pictures.
+    height = fitted.image.shape[0]
+    (ox, oy), (sx, sy) = fitted.full_offset, fitted.full_scale
+    full_height = height * sy if fitted.full is None else fitted.full.shape[0]
+    clockwise = cv2.ROTATE_90_CLOCKWISE
+    full = None if fitted.full is None else cv2.rotate(fitted.full, clockwise)
+    return Fitted(cv2.rotate(fitted.image, clockwise), full,
+                  (height - oy - full_height / sy, ox), (sy, sx))

@@ -1,7 +1,11 @@
 """The one place that turns a camera setting into a camera.
 
 ``camera = "auto"`` (the default) tries the Pi camera, then the first USB webcam, then the
-demo replay, and logs which it chose and why it passed over the others. The environment
+demo replay, and logs which it chose and why it passed over the others. The demo replay is
+for a source checkout run by hand (``make run``) only: :func:`demo_allowed` is the one place
+that says so. Under systemd, with real GPIO pins, or when installed, a missing camera is a
+``CameraError`` (the daemon keeps the door locked and retries) rather than a door that runs on
+the bundled photos because a ribbon cable came loose. The environment
 variable ``FACEGATE_CAMERA`` takes the place of "auto" (not of an explicit setting), the way
 ``GPIOZERO_PIN_FACTORY`` picks gpiozero's pins: ``FACEGATE_CAMERA=/srv/clips/door.mp4``.
 """
@@ -10,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from device.camera.base import Camera, Size
 from device.camera.opencv import URL_SCHEMES, OpenCVCamera
 from device.camera.pi_camera import Picamera2Camera
 from device.camera.replay import ReplayCamera
+from device.config import source_checkout
 from device.errors import CameraError
 
 log = logging.getLogger(__name__)
@@ -24,8 +30,22 @@ ENV_VAR = "FACEGATE_CAMERA"
 FIRST_WEBCAM = "/dev/video0"
 
 
-def open_camera(spec: str, *, demo_folder: Path, fps: float = 15.0, size: Size = (640, 480),
-                loop: bool = True) -> Camera:
+def demo_allowed(*, real_gpio: bool, environ: Mapping[str, str] | None = None,
+                 checkout: bool | None = None) -> bool:
+    """Whether "auto" may fall back to the demo replay: only in a source checkout
+    (``checkout``, default: :func:`device.config.source_checkout` finds one), not under systemd
+    (``INVOCATION_ID`` or ``NOTIFY_SOCKET`` set) and not on real GPIO pins (``real_gpio``),
+    where a door running on photos would hide a camera fault."""
+    environ = os.environ if environ is None else environ
+    if checkout is None:
+        checkout = source_checkout() is not None
+    under_systemd = bool(environ.get("INVOCATION_ID") or environ.get("NOTIFY_SOCKET"))
+    return checkout and not under_systemd and not real_gpio
+
+
+def open_camera(spec: str, *, demo_folder: Path | None, fps: float = 15.0,
+                size: Size = (640, 480), loop: bool = True, rotation: int = 0,
+                mirror: bool = False) -> Camera:
     """The camera ``spec`` names, not yet opened (``with open_camera(...) as camera:``).
 
     ``spec`` is one of: "auto"; "picamera2"; a device index such as "0"; a ``/dev/videoN``
@@ -34,8 +54,19 @@ def open_camera(spec: str, *, demo_folder: Path, fps: float = 15.0, size: Size =
     letterboxed to ``size`` (width, height). Anything else is a ``CameraError``.
 
     "auto" opens each candidate once to prove it works and closes it again; it falls back
-    to replaying ``demo_folder`` and raises ``CameraError`` only when that is missing too.
+    to replaying ``demo_folder`` and raises ``CameraError`` when that is missing too, or is
+    None (no demo allowed, see :func:`demo_allowed`).
+
+    Every frame is mirrored left to right (``mirror``) then turned ``rotation`` degrees
+    clockwise (0, 90, 180 or 270) before anything detects in it: how the camera is mounted.
     """
+    camera = _camera(spec, demo_folder=demo_folder, fps=fps, size=size, loop=loop)
+    camera.rotation, camera.mirror = rotation, mirror
+    return camera
+
+
+def _camera(spec: str, *, demo_folder: Path | None, fps: float, size: Size,
+            loop: bool) -> Camera:
     spec = spec.strip()
     if spec == "auto" and os.environ.get(ENV_VAR, "").strip():
         spec = os.environ[ENV_VAR].strip()
@@ -55,7 +86,7 @@ def open_camera(spec: str, *, demo_folder: Path, fps: float = 15.0, size: Size =
                       f"or 'picamera2'")
 
 
-def _auto(demo_folder: Path, *, fps: float, size: Size, loop: bool) -> Camera:
+def _auto(demo_folder: Path | None, *, fps: float, size: Size, loop: bool) -> Camera:
     skipped: list[str] = []
     picamera = Picamera2Camera(size=size)
     if _works(picamera, skipped):
@@ -66,6 +97,10 @@ def _auto(demo_folder: Path, *, fps: float, size: Size, loop: bool) -> Camera:
             return _chosen(webcam, skipped)
     else:
         skipped.append(f"{FIRST_WEBCAM}: no such device")
+    if demo_folder is None:
+        raise CameraError(f"no camera found ({'; '.join(skipped)}); check the camera's cable "
+                          "and camera.source (the demo replay is only for `make run` in a "
+                          "source checkout)")
     demo_folder = Path(demo_folder)
     if not demo_folder.is_dir():
         raise CameraError(f"no camera found and no demo folder {demo_folder} to replay "

@@ -49,6 +49,7 @@ class ResilientCamera:
         self._count = 0  # frames delivered, across reopens
         self.outages = 0  # how many times the camera has gone down (a failed start counts)
         self.name = "camera"  # the wrapped camera's name once it has opened
+        self.last_error: CameraError | None = None  # why the camera last went down
 
     @property
     def is_up(self) -> bool:
@@ -130,6 +131,7 @@ class ResilientCamera:
 
     def _lose(self, error: CameraError) -> None:
         self._release()
+        self.last_error = error
         self.outages += 1
         self._failures = 0
         self._down_since = self._clock()

@@ -6,16 +6,21 @@ A schedule is JSON stored on the person: a list of windows in the door's local t
 (``mon,wed,fri``); ``until`` is exclusive; a window that ends before it starts runs past
 midnight (``"from": "22:00", "until": "06:00"`` is a night shift starting on the listed days).
 No schedule means any time.
+
+The door's local time is the system's: ``$TZ`` when set, else ``/etc/localtime`` (on a Pi,
+``sudo timedatectl set-timezone Europe/Paris``); :func:`door_time_zone` says which is in force.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import reprlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 from device.errors import FacegateError
 from device.gallery.store import Person
@@ -24,6 +29,29 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 log = logging.getLogger(__name__)
+
+LOCALTIME = Path("/etc/localtime")
+
+
+def door_time_zone(now: datetime | None = None, *, environ: dict[str, str] | None = None,
+                   localtime: Path = LOCALTIME) -> dict[str, str | None]:
+    """The time zone schedules are read in: ``name`` (such as "Europe/Paris"; None when the
+    system does not say), ``utc_offset`` now ("+01:00"), ``abbreviation`` ("CET") and
+    ``source`` ("$TZ", the ``/etc/localtime`` link, or "unset": then UTC)."""
+    environ = os.environ if environ is None else environ
+    now = (now or datetime.now()).astimezone()
+    name, source = None, "unset"
+    if environ.get("TZ"):
+        name, source = environ["TZ"].lstrip(":"), "$TZ"
+    elif localtime.is_symlink():
+        target = str(localtime.resolve())
+        name = target.partition("/zoneinfo/")[2] or None
+        source = str(localtime)
+    elif localtime.exists():
+        source = str(localtime)
+    offset = now.strftime("%z")
+    return {"name": name, "utc_offset": f"{offset[:3]}:{offset[3:]}" if offset else None,
+            "abbreviation": now.tzname(), "source": source}
 
 
 class ScheduleInvalid(FacegateError):
@@ -97,20 +125,35 @@ def schedule_from_text(text: str) -> list[dict[str, str]]:
     return entries
 
 
-def door_time(text: str | None) -> datetime | None:
+def door_time(text: str | None, *, end_of_day: bool = False) -> datetime | None:
     """An ISO date or time as an aware datetime; one without an offset is the door's local
     time (how an admin at the door means it). Blank or None: None. Raises ``ValueError``,
     also for a time that is within the years 1 to 9999 only in its own zone (it is stored
-    in UTC): "0001-01-01T00:00+01:00"."""
+    in UTC): "0001-01-01T00:00+01:00".
+
+    A date alone is the start of that day, or with ``end_of_day`` (an end of access, "valid
+    until 2027-06-30") its last millisecond, 23:59:59.999 local (the store keeps
+    milliseconds): the whole day is allowed.
+    The CLI, the page and the API all read ``valid_until`` through here, so they agree."""
     if text is None or not text.strip():
         return None
     try:
         when = datetime.fromisoformat(text.strip())
+        if end_of_day and _is_date_alone(text.strip()):
+            when = datetime.combine(when.date(), time(23, 59, 59, 999_000))
         when = when if when.tzinfo else when.astimezone()
         when.astimezone(UTC)
     except OverflowError:
         raise ValueError(f"{reprlib.repr(text)} is beyond the years 1 to 9999 in UTC") from None
     return when
+
+
+def _is_date_alone(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def access_refusal(person: Person, now: datetime) -> str | None:

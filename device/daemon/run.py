@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device.camera import ResilientCamera, open_camera
+from device.camera.factory import demo_allowed
 from device.config import Config
 from device.daemon.live import LiveFrames
 from device.daemon.loop import DoorLoop, LoopSettings
-from device.daemon.running import clear_running, mark_running
+from device.daemon.running import clear_running, lock_data_dir, mark_running
 from device.daemon.scenes import demo_scene
 from device.daemon.systemd import Notifier
 from device.door import Door, DoorSettings
@@ -227,8 +228,18 @@ def log_demo(config: Config, liveness: bool) -> None:
 
 def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: bool = False,
                stop: threading.Event | None = None) -> int:
+    """Run the door until ``stop`` is set, SIGTERM or SIGINT (or a replay's end with
+    ``exit_at_end``); returns 0. Raises ``DataDirInUse`` when another daemon holds the data
+    folder, before touching the database, the pins' relay or the camera."""
     stop = stop or threading.Event()
     config.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    with lock_data_dir(config.paths.data_dir):  # one daemon per data folder, for its life
+        return _run_locked(config, camera_spec=camera_spec, exit_at_end=exit_at_end,
+                           stop=stop)
+
+
+def _run_locked(config: Config, *, camera_spec: str | None, exit_at_end: bool,
+                stop: threading.Event) -> int:
     Gallery(config.paths.database).close()  # create or migrate the file before anyone reads it
     file_config, config = config, effective_config(config)
     notifier = Notifier()
@@ -267,10 +278,12 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
             loaded = FacePipeline.from_models_dir(config.recognition.models_dir, embedder=name)
             return loaded, decision_for(effective_config(file_config), loaded)
 
-        demo = demo_folder(config) if spec == "auto" else DEMO_PHOTOS
-        camera = ResilientCamera(lambda: open_camera(spec, demo_folder=demo,
-                                                     fps=config.camera.fps, size=size,
-                                                     loop=not exit_at_end))
+        demo = None
+        if spec == "auto" and demo_allowed(real_gpio=door.has_real_pins):
+            demo = demo_folder(config)
+        camera = ResilientCamera(lambda: open_camera(
+            spec, demo_folder=demo, fps=config.camera.fps, size=size, loop=not exit_at_end,
+            rotation=config.camera.rotation, mirror=config.camera.mirror))
         live = LiveFrames()
         outbox = None
         if config.mqtt.enabled:
@@ -300,6 +313,11 @@ def run_daemon(config: Config, *, camera_spec: str | None = None, exit_at_end: b
                      config.paths.data_dir)
             if "demo-replay" in camera.name:
                 log_demo(config, liveness.enabled)
+            if not camera.is_up:
+                # The door runs locked, retrying the camera, rather than exiting: a restart
+                # loop would not fix a cable, and the page stays up to show what is wrong.
+                log.error("no camera: the door stays locked until one answers (retrying): %s",
+                          camera.last_error)
             notifier.ready(f"watching {camera.name}")
             started = time.monotonic()
             loop.run(stop)

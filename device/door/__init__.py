@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpiozero.pins import Factory
+from gpiozero.pins.mock import MockFactory
 
 from device.door.lock import DoorLock, LockState
 from device.door.pins import default_pin_factory
@@ -125,6 +126,7 @@ class Door:
         self.settings = settings
         self.on_event = on_event
         factory = default_pin_factory() if pin_factory is None else pin_factory
+        self.pin_factory = factory
         self.lock = DoorLock(
             settings.relay_pin, active_high=settings.relay_active_high,
             unlock_seconds=settings.unlock_seconds, pin_factory=factory, clock=clock,
@@ -137,6 +139,11 @@ class Door:
         except BaseException:
             self.close()  # a half-built door must not leave the relay pin claimed
             raise
+
+    @property
+    def has_real_pins(self) -> bool:
+        """True when the door switches real GPIO pins, not gpiozero's mock pins."""
+        return not isinstance(self.pin_factory, MockFactory)
 
     def _build_parts(self, factory: Factory, clock: Callable[[], float]) -> None:
         s = self.settings

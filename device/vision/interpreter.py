@@ -7,9 +7,13 @@ overrides the choice, the way ``GPIOZERO_PIN_FACTORY`` picks gpiozero's pins.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,12 @@ InterpreterFactory = Callable[[Path, int], Any]
 # release) still works where it is installed, but only with numpy < 2.
 _CANDIDATES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 _default_factory: InterpreterFactory | None = None
+# What the runtime's C++ logger writes to stderr (fd 2) for every interpreter, on every
+# command: news to nobody. TF_CPP_MIN_LOG_LEVEL does not reach this logger in
+# ai-edge-litert 2.3 (tried: 1, 2, 3), so it is filtered from fd 2 instead.
+_NOISE = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+# fd 2 is one per process: two loads at once would each restore the other's stand-in.
+_stderr_held = threading.Lock()
 
 
 def _load_interpreter_class() -> type:
@@ -40,12 +50,48 @@ def default_interpreter_factory() -> InterpreterFactory:
         interpreter_class = _load_interpreter_class()
 
         def factory(model_path: Path, num_threads: int) -> Any:
-            interpreter = interpreter_class(model_path=str(model_path), num_threads=num_threads)
-            interpreter.allocate_tensors()
+            with _without_runtime_chatter():
+                interpreter = interpreter_class(model_path=str(model_path),
+                                                num_threads=num_threads)
+                interpreter.allocate_tensors()
             return interpreter
 
         _default_factory = factory
     return _default_factory
+
+
+@contextlib.contextmanager
+def _without_runtime_chatter() -> Iterator[None]:
+    """Hold what native code writes to fd 2 while the interpreter is made, then pass it all
+    on except the runtime's routine INFO lines: a real error or warning stays visible (late
+    by the milliseconds of the load, as is anything another thread wrote meanwhile)."""
+    with _stderr_held:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a daemon started without one): nothing to filter
+            yield
+            return
+        with _held_in(saved):
+            yield
+
+
+@contextlib.contextmanager
+def _held_in(saved: int) -> Iterator[None]:
+    """fd 2 into a temporary file for the block, then back to ``saved`` (closed after)."""
+    with tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True)
+                    if line.strip() not in _NOISE]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def default_num_threads() -> int:

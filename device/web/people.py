@@ -212,7 +212,7 @@ def parse_person_form(form: Any) -> tuple[dict[str, Any], dict[str, str]]:
     changes["active"] = form.get("active") in ("on", "1", "true")
     for key in ("valid_from", "valid_until"):
         try:
-            changes[key] = door_time(form.get(key, ""))
+            changes[key] = door_time(form.get(key, ""), end_of_day=key == "valid_until")
         except ValueError:
             errors[key] = "Give a date and time such as 2025-01-31 08:00, or leave it empty."
     start, end = changes.get("valid_from"), changes.get("valid_until")

@@ -200,8 +200,8 @@ def restore() -> Response | tuple[str, int]:
     the check fails). The upload's name is never used: it is saved under a name of ours."""
     import tempfile
 
+    from device.backup import restore_database
     from device.errors import RestoreRefused
-    from device.web.backup import restore_database
 
     upload = request.files.get("database")
     if upload is None or not upload.filename:

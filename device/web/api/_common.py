@@ -203,7 +203,7 @@ def _aware_time(value: str | None, name: str) -> str | None:
     """An ISO date or time as UTC text; one without an offset is the door's local time (as
     for ``facegate people edit``); None or "" clears."""
     try:
-        when = door_time(value)
+        when = door_time(value, end_of_day=name == "valid_until")
         return None if when is None else _utc_text(when)
     except (ValueError, OverflowError):  # not ISO, or beyond year 1..9999 once in UTC
         raise RequestInvalid(name, f"{name} must be an ISO date or time from the years 1 to "

@@ -1,21 +1,20 @@
 """``/api/backup`` and ``/api/restore``: the whole database out and back in (the copying
-and checking itself is :mod:`device.web.backup`)."""
+and checking itself is :mod:`device.backup`)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import g, jsonify, request, send_file
 from flask.typing import ResponseReturnValue
 
+from device.backup import backup_database, backup_file_name, restore_database
 from device.errors import RequestInvalid
 from device.gallery.migrations import MIGRATIONS
 from device.web.api._common import _error, _flag_arg, admin_only, bp, query_args
 from device.web.audit import audit
-from device.web.backup import backup_database, restore_database
 from device.web.db import database_path
 from device.web.settings import models_dir
 
@@ -42,9 +41,8 @@ def backup() -> ResponseReturnValue:
     size = os.fstat(stream.fileno()).st_size
     audit("backup", {"bytes": size, "accounts": with_accounts,
                      "via": "api" if by_token else "page"})
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return send_file(stream, mimetype="application/vnd.sqlite3", as_attachment=True,
-                     download_name=f"facegate-{stamp}.db", max_age=0)
+                     download_name=backup_file_name(), max_age=0)
 
 
 @bp.post("/restore")

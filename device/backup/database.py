@@ -34,9 +34,9 @@ from urllib.parse import quote
 
 from sqlite_utils import Database
 
+from device.backup.rows import check_rows
 from device.errors import FacegateError, RestoreRefused
 from device.gallery.migrations import MIGRATIONS, MIGRATIONS_TABLE, migrate, schema_version
-from device.web.restore_rows import check_rows
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 10.0  # a restore waits this long for the door's current write to finish
@@ -90,7 +90,7 @@ def restore_database(db_path: str | Path, uploaded_path: str | Path, *,
     indexes and triggers that version has. Any failure raises :class:`RestoreRefused` and
     changes nothing. An older backup is then migrated (on the copy) to the current schema.
 
-    Every row it brings in is then checked (:func:`device.web.restore_rows.check_rows`:
+    Every row it brings in is then checked (:func:`device.backup.rows.check_rows`:
     the embeddings decode, times are UTC, schedules are the door's, snapshot paths stay in
     their folder, templates of a model whose card is in ``models_dir`` have the card's
     length, ...) and the foreign keys must hold; the first bad row is named in the

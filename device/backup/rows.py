@@ -9,7 +9,7 @@ gallery's own writers apply (``device.gallery.store``) and the door's reader of 
 (``device.daemon.access``), so a row made through facegate always passes.
 
 The accounts tables are not checked here: a restore never brings them in
-(:mod:`device.web.backup`).
+(:mod:`device.backup.database`).
 """
 
 from __future__ import annotations
