@@ -248,7 +248,7 @@ def test_the_page_removes_a_template_after_a_confirmation(app, admin):
     asked = post(admin, url, page=f"/people/{colin}")  # the Remove button: a confirm step
     assert asked.status_code == 200
     text = asked.get_data(as_text=True)
-    assert 'id="confirm-remove-template"' in text and "1 other face template(s)" in text
+    assert 'id="confirm-remove-template"' in text and "1 other face template stays" in text
     assert admin.get(url).status_code == 200  # the same page, by address
     assert template_ids(db_path, colin) == [wrong, kept]
 

@@ -108,7 +108,7 @@ def test_the_log_lists_events_newest_first_with_names_and_snapshots(viewer, even
     assert rows(response) == ["forced_open", "denied", "unknown", "granted"]
     page = response.get_data(as_text=True)
     granted = re.search(r'<tr data-kind="granted".*?</tr>', page, re.S)[0]
-    assert '<td class="person">Colin Powell</td>' in granted
+    assert '<td class="person" data-label="Person">Colin Powell</td>' in granted
     assert f'<img class="snapshot" src="/snapshots/{events[0].id}/face"' in granted
 
 
@@ -271,9 +271,9 @@ def test_a_presentation_attack_reads_as_one_in_the_log(viewer, attack):
     liveness = f"{attack.detail['liveness']:.2f}"
     assert '<span class="kind kind-attack kind-refused">presentation attack</span>' in shown
     assert '<span class="resembled">looked like</span> Colin Powell' in shown
-    assert (f'<td class="reason">Presentation attack — looked like Colin Powell, liveness '
-            f'{liveness}</td>') in shown
-    assert f'<td class="score">{attack.score:.3f}</td>' in shown
+    assert ('<td class="reason" data-label="Reason">Presentation attack — looked like Colin '
+            f'Powell, liveness {liveness}</td>') in shown
+    assert f'<td class="score" data-label="Score">{attack.score:.3f}</td>' in shown
     assert f'<img class="snapshot" src="/snapshots/{attack.id}/face"' in shown
     # Refusals share one colour; a grant has its own.
     assert 'class="kind kind-denied kind-refused"' in row(response, "denied")
@@ -321,7 +321,7 @@ def test_an_attack_on_a_person_since_erased_keeps_its_liveness_but_not_the_name(
         log.delete_person("p-colin")
     shown = row(admin.get("/log"), "attack")
     assert "Colin" not in shown
-    assert (f'<td class="reason">Presentation attack — liveness '
+    assert (f'<td class="reason" data-label="Reason">Presentation attack — liveness '
             f'{attack.detail["liveness"]:.2f}</td>') in shown
 
 
@@ -331,5 +331,96 @@ def test_an_attack_the_model_could_not_score_is_still_shown_as_one(app, admin):
         log.record("attack", reason=attack_sentence(None),
                    detail={"liveness": None, "liveness_votes": [None, None, None]})
     shown = row(admin.get("/log"), "attack")
-    assert '<td class="reason">Presentation attack</td>' in shown
-    assert '<td class="person"></td>' in shown
+    assert '<td class="reason" data-label="Reason">Presentation attack</td>' in shown
+    assert '<td class="person" data-label="Person"></td>' in shown
+
+
+# --- Words, and one event's page ---------------------------------------------------------------
+
+
+def test_a_snapshot_opens_the_events_own_page(viewer, events):
+    granted = events[0]
+    log = viewer.get("/log").get_data(as_text=True)
+    assert f'href="/log/{granted.id}"' in log
+    page = viewer.get(f"/log/{granted.id}").get_data(as_text=True)
+    assert '<dd class="person">Colin Powell</dd>' in page
+    assert '<dd class="score">0.710</dd>' in page
+    assert '<dd class="liveness">not checked</dd>' in page
+    assert f'src="/snapshots/{granted.id}/face"' in page
+    assert f'src="/snapshots/{granted.id}/frame"' in page
+    assert 'href="/log"' in page
+
+
+def test_an_event_page_names_the_reason_and_says_when_no_snapshot_was_kept(viewer, events):
+    page = viewer.get(f"/log/{events[2].id}").get_data(as_text=True)
+    assert '<dd class="reason">outside schedule</dd>' in page
+    assert "No snapshot was kept" in page
+    assert viewer.get("/log/no-such-event").status_code == 404
+
+
+def test_the_audit_page_shows_details_in_words_not_python(app, admin):
+    from device.audit import record
+
+    record(app.config["DATABASE"], "enrol_refused",
+           {"refusals": ["no face found", "too dark"], "changed": {"door.unlock_seconds": 5}},
+           "ann", "127.0.0.1")
+    page = admin.get("/audit").get_data(as_text=True)
+    assert "<b>refusals</b> no face found; too dark" in page
+    assert "<b>changed</b> door.unlock_seconds: 5" in page
+    assert "[&#39;" not in page and "{&#39;" not in page
+
+
+def test_counts_are_singular_or_plural_in_words():
+    from device.web.words import plural
+
+    assert plural(1, "template") == "1 template"
+    assert plural(0, "template") == "0 templates"
+    assert plural(1, "person", "people") == "1 person"
+    assert plural(3, "person", "people") == "3 people"
+
+
+# --- The dashboard's poll ----------------------------------------------------------------------
+
+
+def test_the_dashboard_state_follows_the_door_and_the_log(admin, events, door, pin_factory):
+    state = admin.get("/dashboard/state").get_json()
+    assert state["door"] == "locked" and state["camera"] == "up"
+    assert state["latest"] == events[-1].id
+    assert 'data-kind="forced_open"' in state["events_html"]
+    post(admin, "/unlock")
+    assert admin.get("/dashboard/state").get_json()["door"] == "unlocked"
+    door.relock()
+    assert admin.get("/dashboard/state").get_json()["door"] == "locked"
+
+
+def test_the_dashboard_says_camera_down_when_no_frame_comes(admin, services):
+    services.live.frame_age_seconds = 10.0
+    assert admin.get("/dashboard/state").get_json()["camera"] == "down"
+    assert '<strong id="camera-state" class="state-camera-down">down</strong>' in admin.get(
+        "/").get_data(as_text=True)
+    services.live.frame_age_seconds = None  # no frame yet
+    assert admin.get("/dashboard/state").get_json()["camera"] == "down"
+
+
+def test_without_a_camera_the_state_says_so(make_app, services):
+    from dataclasses import replace
+
+    from tests.web_support import signed_in
+
+    app = make_app(services=replace(services, live=None, door=None))
+    state = signed_in(app, "ann", "admin").get("/dashboard/state").get_json()
+    assert state == {**state, "camera": "none", "door": "unknown", "contact": None}
+
+
+def test_the_dashboard_poll_needs_a_session_and_is_not_activity(client):
+    response = client.get("/dashboard/state")
+    assert response.status_code == 302 and "next=" not in response.location
+
+
+def test_a_live_view_knows_how_old_its_newest_frame_is():
+    from device.daemon.live import LiveFrames
+
+    live = LiveFrames()
+    assert live.frame_age_seconds is None
+    live.publish(np.zeros((4, 4, 3), np.uint8), [])
+    assert 0.0 <= live.frame_age_seconds < 1.0

@@ -54,7 +54,7 @@ def test_a_person_added_is_listed_with_a_thumbnail_and_template_count(app, admin
     upload(admin, person_id, [photo(COLIN[0])])
     page = admin.get("/people").get_data(as_text=True)
     row = re.search(r'<tr data-person-name="Colin Powell".*?</tr>', page, re.S)[0]
-    assert '<td class="templates">1</td>' in row and "E-17" in row
+    assert '<td class="templates" data-label="Templates">1</td>' in row and "E-17" in row
     assert f'class="face" src="/people/{person_id}/face.jpg"' in row
     face = admin.get(f"/people/{person_id}/face.jpg")
     assert face.mimetype == "image/jpeg" and face.data.startswith(b"\xff\xd8")
@@ -362,7 +362,7 @@ def test_delete_removes_templates_crops_and_snapshots_after_a_confirmation(app, 
         files = [log.snapshot_file(event.face_path), log.snapshot_file(event.frame_path)]
     assert all(path.is_file() for path in files)
     confirm = admin.get(f"/people/{person_id}/delete").get_data(as_text=True)
-    assert 'id="confirm-delete"' in confirm and "2 face template(s)" in confirm
+    assert 'id="confirm-delete"' in confirm and "2 face templates" in confirm
     response = post(admin, f"/people/{person_id}/delete", page=f"/people/{person_id}/delete")
     assert response.status_code == 302 and response.location == "/people"
     assert not any(path.exists() for path in files)

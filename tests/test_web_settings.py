@@ -55,6 +55,22 @@ def test_the_page_has_every_settable_key_and_explains_the_threshold(admin):
     assert "Takes effect after a restart." in page
 
 
+def test_the_help_speaks_of_the_door_and_keeps_the_numbers_behind_a_toggle(admin):
+    page = admin.get("/settings").get_data(as_text=True)
+    hints = " ".join(re.findall(r'<p class="hint">(.*?)</p>', page.split("<details")[0], re.S))
+    threshold = re.search(r'id="setting-recognition-threshold">.*?</details>', page, re.S)[0]
+    assert "fewer strangers let in, staff turned away more often in poor light" in threshold
+    helps = re.findall(r'<div class="setting".*?<details', page, re.S)
+    assert len(helps) == len(SETTABLE)
+    for text in helps:
+        assert "cosine" not in text and "open-set" not in text and "card" not in text
+    assert page.count("<summary>How this was measured</summary>") == len(SETTABLE)
+    assert 'id="threshold-explained"' in threshold.split("<details")[1]
+    # A placeholder never looks like a value: it says "default", the value is text under it.
+    assert set(re.findall(r'placeholder="([^"]*)"', page)) == {"default"}
+    assert "Without a value here" not in page and hints
+
+
 def test_a_good_value_is_saved_audited_and_read_back(app, admin):
     database = app.config["DATABASE"]
     before = site_settings_seq(database)
@@ -205,9 +221,9 @@ def test_the_page_offers_the_liveness_settings_with_the_cards_values(admin, serv
     # Without a value here, the daemon's configuration decides (the page's tests run it off).
     daemon = "on" if services.config.liveness.enabled else "off"
     assert f'<b id="default-liveness-enabled">{daemon}</b>' in page
-    assert (f'<b id="default-liveness-threshold">the model card\'s ({model.threshold:g})</b>'
+    assert (f'<b id="default-liveness-threshold">the model\'s own value ({model.threshold:g})</b>'
             in page.replace("&#39;", "'"))
-    assert (f'<b id="default-liveness-votes_needed">the model card\'s '
+    assert (f'<b id="default-liveness-votes_needed">the model\'s own value '
             f'({model.votes_needed:g})</b>' in page.replace("&#39;", "'"))
     assert re.search(r'name="liveness.threshold" value=""\s+type="number" step="0.01"', page)
     assert f"<code>{model.name}</code>" in re.search(r'id="liveness-explained">.*?</p>', page,

@@ -48,6 +48,7 @@ class PhotoLiveView:
     def __init__(self, photos: list[Path]) -> None:
         self._frames = cycle([cv2.imread(str(path)) for path in photos])
         self.frames_taken = 0
+        self.frame_age_seconds: float | None = 0.0  # a test sets it to stop the camera
 
     def latest_frame(self) -> np.ndarray | None:
         self.frames_taken += 1

@@ -7,6 +7,7 @@ Encoding happens on the page's request (at most once per frame), never in the do
 from __future__ import annotations
 
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -23,12 +24,22 @@ class LiveFrames:
         self._found: list[Identification] = []
         self._number = 0
         self._jpeg: tuple[int, bytes] | None = None
+        self._published_at: float | None = None  # time.monotonic() of the newest frame
 
     def publish(self, frame: np.ndarray, found: list[Identification]) -> None:
         """Called by the loop for every frame (a reference, no copy: frames are not reused)."""
         with self._lock:
             self._frame, self._found = frame, found
             self._number += 1
+            self._published_at = time.monotonic()
+
+    @property
+    def frame_age_seconds(self) -> float | None:
+        """Seconds since the loop published its newest frame; None before the first one.
+        The admin page reads a camera whose newest frame is seconds old as down."""
+        with self._lock:
+            published = self._published_at
+        return None if published is None else time.monotonic() - published
 
     def latest_frame(self) -> np.ndarray | None:
         with self._lock:

@@ -75,6 +75,7 @@ def create_app(test_config: dict | None = None, *, services: Services | None = N
         people,
         roles,
         security,
+        words,
     )
     from device.web import settings as settings_page
 
@@ -82,6 +83,7 @@ def create_app(test_config: dict | None = None, *, services: Services | None = N
     roles.init_app(app)  # first: who is asking, and may they ask at all
     security.init_app(app)
     error_pages.init_app(app)
+    words.init_app(app)
     for blueprint in (auth.bp, dashboard.bp, people.bp, enrol.bp, log.bp, settings_page.bp,
                       audit.bp):
         app.register_blueprint(blueprint)

@@ -1,11 +1,20 @@
 """The dashboard: the door's state, the live camera view, the latest events, "unlock now";
-and the public health check."""
+its state as JSON for the page's poll (``/dashboard/state``); and the public health check."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, abort, flash, jsonify, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    url_for,
+)
 from gpiozero import GPIOZeroError
 
 from device.errors import RecordUnwritable
@@ -25,6 +34,9 @@ RECENT_EVENTS = 10
 # locked door that was forced from one held open after a grant.
 _DOOR_KINDS = ("forced_open", "held_open", "door_closed", "granted", "exit_button",
                "manual_unlock")
+# A camera whose newest frame is older than this is down (the loop publishes every frame it
+# decides on, several a second).
+CAMERA_DOWN_SECONDS = 3.0
 
 
 @bp.route("/")
@@ -33,7 +45,22 @@ def index() -> str:
     door = services().door
     return render_template("dashboard.html", events=events, door=door,
                            door_state=door_state(door, events),
-                           has_live=services().live is not None)
+                           has_live=services().live is not None, camera=camera_state())
+
+
+@bp.route("/dashboard/state")
+def state() -> Response:
+    """What the dashboard polls every 2 s: ``door`` (as :func:`door_state`), ``contact``
+    ("open", "closed" or None without a contact), ``camera`` (:func:`camera_state`),
+    ``latest`` (the newest event's id, None when there is none) and ``events_html`` (the
+    latest events' list items, rendered as the page renders them)."""
+    events = event_log().list(limit=RECENT_EVENTS)
+    door = services().door
+    is_open = getattr(door, "is_open", None) if door is not None else None
+    return jsonify(door=door_state(door, events),
+                   contact=None if is_open is None else ("open" if is_open else "closed"),
+                   camera=camera_state(), latest=events[0].id if events else None,
+                   events_html=render_template("_recent_events.html", events=events))
 
 
 @bp.route("/live.jpg")
@@ -74,6 +101,16 @@ def unlock() -> Response:
 @bp.route("/health")
 def health() -> Response:
     return jsonify(status="ok")
+
+
+def camera_state() -> str:
+    """``up`` while the camera delivers frames, ``down`` when its newest frame is older than
+    CAMERA_DOWN_SECONDS or none came yet, ``none`` when no camera is connected to the page."""
+    live = services().live
+    if live is None:
+        return "none"
+    age = getattr(live, "frame_age_seconds", 0.0)
+    return "up" if age is not None and age <= CAMERA_DOWN_SECONDS else "down"
 
 
 def door_state(door: DoorControl | None, events: list[Event]) -> str:

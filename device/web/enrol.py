@@ -40,6 +40,7 @@ from device.web.db import enrolment, services
 from device.web.pending import PendingPhotos
 from device.web.people import find, render_person
 from device.web.roles import admin_required, current_user
+from device.web.words import plural
 
 bp = Blueprint("enrol", __name__)
 
@@ -156,7 +157,7 @@ def capture(person_id: str) -> str | tuple[str, int]:
     error = None
     stopped = next((o for o in outcomes if o.status == "pending" or o.kind == "changed"), None)
     if stopped is not None and stopped.kind == "changed":
-        error = (f"Capture stopped after {taken} frame(s): {stopped.reason}. Only "
+        error = (f"Capture stopped after {plural(taken, 'frame')}: {stopped.reason}. Only "
                  f"{person.name} in front of the camera, and try again.")
     elif stopped is not None:
         error = f"Capture stopped: {stopped.reason}. Check the held-back frame below."

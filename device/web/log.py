@@ -87,6 +87,18 @@ def export() -> Response:
                     headers={"Content-Disposition": "attachment; filename=access-log.csv"})
 
 
+@bp.route("/log/<event_id>")
+@login_required
+def event_page(event_id: str) -> str:
+    """One event in full: time, decision, person, score, reason, liveness, and its face and
+    frame snapshots (what a snapshot thumbnail in the log or on the dashboard opens)."""
+    try:
+        event = event_log().get(event_id)
+    except EventNotFound:
+        abort(404, description="No such event (retention may have removed it).")
+    return render_template("event.html", event=event)
+
+
 @bp.route("/snapshots/<event_id>/<which>")
 @login_required
 def snapshot(event_id: str, which: str) -> Response:

@@ -29,6 +29,7 @@ from device.web.db import event_log, gallery
 from device.web.error_pages import sentence
 from device.web.pending import PendingPhotos
 from device.web.roles import admin_required, current_user
+from device.web.words import plural
 
 bp = Blueprint("people", __name__)
 
@@ -112,8 +113,8 @@ def delete(person_id: str) -> str | Response:
     PendingPhotos(current_app.config["PENDING_DIR"]).discard_person(person.id)
     audit("person_delete", {"person_id": person.id, "name": person.name,
                             "templates": removed, "events": erased})
-    flash(f"{person.name} deleted, with {removed} face template(s) and the snapshots of "
-          f"{erased} event(s).", "info")
+    flash(f"{person.name} deleted, with {plural(removed, 'face template')} and the snapshots "
+          f"of {plural(erased, 'event')}.", "info")
     return redirect(url_for("people.index"))
 
 

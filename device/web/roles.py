@@ -26,9 +26,9 @@ from device.web.sessions import end_session, session_owner, start_session
 from device.web.users import User, get_user
 
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.setup", "dashboard.health", "static"})
-# Requests a page makes by itself (the live view every half second) are not activity: a
+# Requests a page makes by itself (the live view, the dashboard's state poll) are not activity: a
 # dashboard left open must still time out.
-PASSIVE_ENDPOINTS = frozenset({"dashboard.live_jpeg"})
+PASSIVE_ENDPOINTS = frozenset({"dashboard.live_jpeg", "dashboard.state"})
 
 View = TypeVar("View", bound=Callable[..., Any])
 

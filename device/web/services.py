@@ -45,6 +45,9 @@ class LiveView(Protocol):
         """The newest raw BGR frame (for enrolment by capture); None as above."""
         ...
 
+    # Optional: ``frame_age_seconds`` (float | None), seconds since the newest frame
+    # (``device.daemon.live.LiveFrames`` has it); a view without it counts as delivering.
+
 
 @dataclass
 class Services:

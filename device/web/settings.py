@@ -27,63 +27,83 @@ from device.web.audit import audit
 from device.web.db import database_path, gallery, services
 from device.web.error_pages import sentence
 from device.web.roles import admin_required, current_user
+from device.web.words import plural
 
 bp = Blueprint("settings", __name__)
 
 
 @dataclass(frozen=True)
 class Field:
+    """One setting as the page shows it: ``help`` says what it does for the door, in a
+    site admin's words; ``measured`` (shown behind "How this was measured") the numbers."""
+
     key: str
     label: str
     help: str
     step: str = "any"  # for number inputs; "" for text
     # A select of (value, label) instead of an input; the first, "", is "not set here".
     choices: tuple[tuple[str, str], ...] = ()
+    measured: str = ""
 
 
 ON_OFF = (("", "not set here"), ("true", "on"), ("false", "off"))
 
 
 FIELDS = (
-    Field("recognition.threshold", "Match threshold (cosine)",
-          "How alike a face must be to an enrolled person's to count as them (-1 to 1). "
-          "Blank: the model card's.", "0.001"),
-    Field("recognition.margin", "Margin over the next person",
-          "How far the best person must lead the next-best one (0 to 2). Blank: the card's.",
-          "0.001"),
-    Field("recognition.votes_needed", "Votes needed (K)",
-          "Matching frames needed to open the door ...", "1"),
-    Field("recognition.votes_window", "Out of the last frames (M)",
-          "... among this many frames in a row (K of M).", "1"),
-    Field("recognition.cooldown_seconds", "Cool-down (seconds)",
-          "After a grant, the same person is not logged again for this long."),
+    Field("recognition.threshold", "How strict the face match is",
+          "How alike a face must be to someone enrolled before the door opens for them. "
+          "Stricter: fewer strangers let in, staff turned away more often in poor light or "
+          "at an angle. Looser: the reverse.", "0.001",
+          measured="A similarity from -1 to 1 between the face seen and the enrolled "
+                   "photos (the cosine of their face embeddings)."),
+    Field("recognition.margin", "How clearly it must be one person",
+          "How much more the face must look like one enrolled person than like the next "
+          "most alike, so that two similar-looking people are not mixed up. Higher: fewer "
+          "mix-ups, more people asked to look at the camera again.", "0.001",
+          measured="The best person's similarity minus the next one's, from 0 to 2."),
+    Field("recognition.votes_needed", "Frames that must agree",
+          "How many camera frames must recognise the person before the door opens. More: "
+          "fewer chance openings, a little slower (the camera takes about 15 a second).", "1"),
+    Field("recognition.votes_window", "Out of the last frames",
+          "... among this many frames in a row. A larger number forgives a frame lost to a "
+          "blink or a quick movement.", "1"),
+    Field("recognition.cooldown_seconds", "Quiet time after a grant (seconds)",
+          "After someone is let in, the same person is not logged again for this long while "
+          "they are still in front of the camera."),
     Field("door.unlock_seconds", "Unlock time (seconds)",
-          "How long a grant, the exit button or 'unlock now' opens the strike (0.5 to 60)."),
+          "How long the door stays unlocked after a face is accepted, the exit button or "
+          "'Unlock now' (0.5 to 60 seconds)."),
     Field("door.held_open_seconds", "Held-open alarm (seconds)",
-          "An open door raises 'held open' after this long (1 to 3600)."),
+          "How long the door may stand open before the page and the log say 'held open' "
+          "(1 to 3600 seconds)."),
     Field("events.max_age_days", "Keep events for (days)",
-          "Older events and their snapshots are deleted.", "1"),
+          "Events older than this are deleted with their pictures.", "1"),
     Field("events.max_events", "Keep at most (events)",
-          "The oldest events beyond this number are deleted.", "1"),
-    Field("events.max_snapshot_mb", "Snapshot space (MB)",
-          "The oldest snapshots are deleted beyond this size (0: keep none).", "1"),
+          "Only this many of the newest events are kept.", "1"),
+    Field("events.max_snapshot_mb", "Space for pictures (MB)",
+          "Disk space for the log's pictures; the oldest go first beyond it (0: keep no "
+          "pictures).", "1"),
     Field("events.min_free_mb", "Keep free on disk (MB)",
-          "Below this much free space no snapshot is kept.", "1"),
+          "When the disk has less free space than this, no pictures are kept (the events "
+          "still are).", "1"),
     Field("camera.source", "Camera",
-          '"auto", "picamera2", a camera index (0), a device, a file or a URL.', ""),
-    Field("liveness.enabled", "Presentation-attack detection",
-          "Off lets a printed photo or a screen of an enrolled person open the door.",
+          "Which camera watches the door: \"auto\" finds it; or a number (0: the first USB "
+          "camera), a device such as /dev/video0, a video file or a stream URL.", ""),
+    Field("liveness.enabled", "Photo and screen check",
+          "Checks that the face is a real person, not a printed photo or a phone screen held "
+          "up to the camera. Off: a photo of a member of staff can open the door.",
           choices=ON_OFF),
-    Field("liveness.threshold", "Liveness threshold",
-          "How sure the liveness model must be that a face is live, not a photo or a screen "
-          "(0 to 1). Higher stops more photos but refuses more live people in poor light. "
-          "Blank: the model card's.", "0.01"),
-    Field("liveness.votes_needed", "Live frames needed",
-          "Frames judged live a face needs among the last frames (M above), besides its "
-          "matching ones. Blank: the model card's.", "1"),
-    Field("liveness.motion_cue", "Motion cue",
-          "Also wait for a blink or a head turn before opening. Vetoes only, never lets a "
-          "photo in; a face that keeps still waits, so it is off unless asked for.",
+    Field("liveness.threshold", "How strict the photo check is",
+          "How sure the check must be that a face is real. Stricter: more photos and screens "
+          "stopped, real people refused more often in poor light.", "0.01",
+          measured="A score from 0 to 1 that the liveness model gives each face; a face "
+                   "counts as real when its score reaches this value."),
+    Field("liveness.votes_needed", "Frames that must look real",
+          "How many of the same last frames (above) must look like a real face, besides "
+          "recognising the person, before the door opens.", "1"),
+    Field("liveness.motion_cue", "Wait for a movement",
+          "Also wait for a blink or a head turn before opening. It can only refuse, never "
+          "let a photo in; someone who keeps still waits, so it is off unless you ask for it.",
           choices=(("", "not set here"), ("off", "off"), ("blink", "a blink"),
                    ("head_turn", "a head turn"), ("either", "a blink or a head turn"))),
 )
@@ -166,16 +186,17 @@ def _shown(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _defaults(base: dict[str, Any], liveness: dict[str, Any]) -> dict[str, str]:
+def _defaults(base: dict[str, Any], known: dict[str, Any]) -> dict[str, str]:
     """What applies with a field blank, as the page says it: the file's value or the
-    default, else the model card's (with its value where the page knows it)."""
+    default, else the model's own value from its card (with the number where the page
+    knows it)."""
     texts = {}
     for field in FIELDS:
         value = base[field.key]
         if value is None:
-            known = liveness.get(field.key)
-            texts[field.key] = "the model card's" + (f" ({known:g})" if known is not None
-                                                     else "")
+            number = known.get(field.key)
+            texts[field.key] = "the model's own value" + (f" ({number:g})" if number is not None
+                                                          else "")
         elif field.choices:
             texts[field.key] = dict(field.choices).get(_shown(value), _shown(value))
         else:
@@ -185,9 +206,10 @@ def _defaults(base: dict[str, Any], liveness: dict[str, Any]) -> dict[str, str]:
 
 def _page(values: Any, errors: dict[str, str], status: int = 200) -> tuple[str, int]:
     shown = {key: _shown(values.get(key)) for key in SETTABLE}
-    base, liveness = base_values(), liveness_card()
+    base, liveness, card = base_values(), liveness_card(), card_threshold()
+    known = {**liveness, "recognition.threshold": card.get("in_force")}
     return render_template("settings.html", fields=FIELDS, values=shown, errors=errors,
-                           defaults=_defaults(base, liveness), card=card_threshold(),
+                           defaults=_defaults(base, known), card=card,
                            liveness=liveness, restart=RESTART_NEEDED), status
 
 
@@ -216,7 +238,8 @@ def restore() -> Response | tuple[str, int]:
             flash(f"Not restored: {exc}", "error")
             return redirect(url_for("settings.index"))
     audit("restore", {k: result[k] for k in ("people", "templates", "events") if k in result})
-    flash(f"Restored: {result.get('people', 0)} people, {result.get('templates', 0)} "
-          f"templates, {result.get('events', 0)} events. The previous database is kept as "
+    flash(f"Restored: {plural(result.get('people', 0), 'person', 'people')}, "
+          f"{plural(result.get('templates', 0), 'template')}, "
+          f"{plural(result.get('events', 0), 'event')}. The previous database is kept as "
           f"{Path(result.get('kept_previous', '')).name}.", "info")
     return redirect(url_for("settings.index"))

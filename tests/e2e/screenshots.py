@@ -3,7 +3,8 @@
 The same set-up as the end-to-end tests (the real daemon on mock pins, a replay camera,
 headless Debian chromium): two people are enrolled through the page, the replay brings
 them and a stranger to the door, and each page is saved as a 1280x800 PNG once its
-pictures have loaded. ``make screenshots`` runs it.
+pictures have loaded, and the log and the people again as a phone shows them (390x844,
+``phone-*.png``). ``make screenshots`` runs it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ STRANGER = DATA / "strangers" / "AJ_Cook_0001.jpg"
 # Who walks up to the door, over and over: two staff, then a stranger, an empty hall between.
 REPLAY = [SERENA / "Serena_Williams_0002.jpg", None, COLIN / "Colin_Powell_0002.jpg", None,
           STRANGER, None]
-PAGES = ("dashboard", "people", "person", "log", "settings")
+PAGES = ("dashboard", "people", "person", "log", "event", "settings")
+PHONE = {"width": 390, "height": 844}
+PHONE_PAGES = ("log", "people")
 
 # Every picture in view has decoded (an MJPEG live view counts once its first frame has).
 IMAGES_SHOWN = """() => Array.from(document.images).every(img =>
@@ -72,6 +75,8 @@ def take_screenshots(out: Path, scratch: Path) -> None:
         pages.wait_for_event(page, "granted", "Colin Powell", timeout=40)
         pages.wait_for_event(page, "unknown", None, timeout=40)
         shoot(page, out, "log")
+        page.locator("table#events tr[data-kind=granted] a.event-link").first.click()
+        shoot(page, out, "event")
 
         page.goto(appliance.url + "/")
         shoot(page, out, "dashboard")
@@ -79,6 +84,11 @@ def take_screenshots(out: Path, scratch: Path) -> None:
         shoot(page, out, "people")
         page.locator("a#nav-settings").click()
         shoot(page, out, "settings")
+
+        page.set_viewport_size(PHONE)
+        for name, path in zip(PHONE_PAGES, ("/log", "/people"), strict=True):
+            page.goto(appliance.url + path)
+            shoot(page, out, f"phone-{name}")
         browser.close()
         status = appliance.stop()
         if status != 0:

@@ -107,3 +107,18 @@ def test_a_photo_of_two_people_shows_the_faces_and_enrols_the_one_picked(applian
     (person,) = [p for p in appliance.cli_json("people", "list") if p["name"] == "Partner"]
     assert person["templates"] == 1
     delete_person(page, "Partner")
+
+
+def test_the_dashboard_follows_the_door_without_a_reload(appliance, page):
+    sign_in(page, appliance.url, ADMIN, PASSWORD)
+    page.goto(appliance.url + "/")
+    expect(page.locator("#camera-state")).to_have_text("up", timeout=10_000)
+    page.locator("form#unlock-now button").click()
+    page.wait_for_load_state()
+    state = page.locator("#door-state")
+    expect(state).to_have_text("unlocked")
+    page.evaluate("window.__not_reloaded = true")
+    # The strike relocks after door.unlock_seconds; the 2-second poll shows it, no reload.
+    expect(state).to_have_text("locked", timeout=15_000)
+    assert page.evaluate("window.__not_reloaded === true")
+    expect(page.locator("#recent-events li[data-kind=manual_unlock]")).to_have_count(1)
