@@ -45,6 +45,7 @@ from device.gallery.store import Gallery
 from device.identification import Decision, Identification, Identifier
 from device.vision.image_io import read_image
 from tests.conftest import DATA, hand_edit_settings
+from tests.door_support import energised_periods, enrol_photo
 
 RELAY, CONTACT, EXIT_BUTTON = 17, 27, 22
 UNLOCK = 0.3
@@ -91,9 +92,7 @@ class Rig:
                              liveness=None)  # no liveness check (see the module's docstring)
 
     def enrol(self, name: str, photo: Path) -> str:
-        frame, sha256 = read_image(photo)
-        return EnrolmentService.with_card_defaults(self.pipeline, self.gallery).enrol(
-            name, frame, sha256, Actor(None, "cli")).person.id
+        return enrol_photo(self.pipeline, self.gallery, name, photo)
 
     def run(self) -> None:
         self.loop.run(threading.Event())
@@ -101,16 +100,7 @@ class Rig:
 
     def energised_periods(self) -> list[float]:
         """Seconds the relay was energised, one entry per unlock."""
-        periods, elapsed, since = [], 0.0, None
-        for state in self.pin.states:
-            elapsed += state.timestamp or 0.0
-            if state.state and since is None:
-                since = elapsed
-            elif not state.state and since is not None:
-                periods.append(elapsed - since)
-                since = None
-        assert since is None, "the relay was left energised"
-        return periods
+        return energised_periods(self.pin)
 
     def kinds(self) -> list[str]:
         return [e.kind for e in reversed(self.events.list())]

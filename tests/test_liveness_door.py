@@ -43,6 +43,7 @@ from device.site_settings import write_site_settings
 from device.vision.image_io import read_image
 from device.vision.liveness import LivenessModel
 from tests.conftest import DATA
+from tests.door_support import enrol_photo
 from tests.liveness_support import BONA_FIDE, PRINT_ATTACKS, needs_pad_dev, pad_dev
 
 RELAY, GREEN, RED = 17, 5, 6
@@ -109,10 +110,7 @@ class Rig:
             door_events=queue.Queue(), liveness=liveness)
 
     def enrol(self, name: str, photo: Path) -> str:
-        """As an admin would, from a photo (not liveness-checked)."""
-        frame, sha256 = read_image(photo)
-        return EnrolmentService.with_card_defaults(self.pipeline, self.gallery).enrol(
-            name, frame, sha256, Actor(None, "cli")).person.id
+        return enrol_photo(self.pipeline, self.gallery, name, photo)
 
     def run(self) -> None:
         self.loop.run(threading.Event())

@@ -38,7 +38,6 @@ from device.daemon.loop import DoorLoop, LoopSettings
 from device.daemon.run import open_event_log
 from device.daemon.scenes import write_scene
 from device.door import Door, DoorSettings
-from device.enrolment import Actor, EnrolmentService
 from device.errors import CommandRefused
 from device.events import EventLog
 from device.events.event import utc_text
@@ -49,8 +48,8 @@ from device.identification import Decision, Identifier
 from device.mqtt.commands import CommandGate
 from device.mqtt.publisher import MqttPublisher
 from device.mqtt.settings import MqttSettings
-from device.vision.image_io import read_image
 from tests.conftest import DATA
+from tests.door_support import energised_periods, enrol_photo
 from tests.mqtt_support import Listener, Mosquitto, TestCA, in_ci, mosquitto_missing
 
 DOOR = "test-door"
@@ -177,9 +176,7 @@ class Rig:
             self.loop.events = self.events
 
     def enrol(self, name: str, photo: Path) -> str:
-        frame, sha256 = read_image(photo)
-        return EnrolmentService.with_card_defaults(self.pipeline, self.gallery).enrol(
-            name, frame, sha256, Actor(None, "cli")).person.id
+        return enrol_photo(self.pipeline, self.gallery, name, photo)
 
     def run(self) -> None:
         self.loop.run(threading.Event())
@@ -193,16 +190,8 @@ class Rig:
         return self.events.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
     def energised_periods(self) -> list[float]:
-        periods, elapsed, since = [], 0.0, None
-        for state in self.pin.states:
-            elapsed += state.timestamp or 0.0
-            if state.state and since is None:
-                since = elapsed
-            elif not state.state and since is not None:
-                periods.append(elapsed - since)
-                since = None
-        assert since is None, "the relay was left energised"
-        return periods
+        """Seconds the relay was energised, one entry per unlock."""
+        return energised_periods(self.pin)
 
     def close(self) -> None:
         self.camera.close()
