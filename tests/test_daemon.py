@@ -599,3 +599,22 @@ def test_the_doors_time_zone_is_named_with_where_it_comes_from(tmp_path, capsys)
     assert set(shown) == {"name", "utc_offset", "abbreviation", "source"}
     assert shown["utc_offset"] == datetime.now().astimezone().strftime("%z")[:3] + ":" + \
         datetime.now().astimezone().strftime("%z")[3:]
+
+
+def test_the_demo_shows_someone_most_of_the_time_and_a_corridor_between(tmp_path):
+    from device.daemon.scenes import DEMO_RECIPE, demo_scene
+
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "frame-999999.jpg").write_bytes(b"from an older recipe")
+    (folder / ".complete").write_text("an older recipe")
+    demo_scene(folder, DATA)
+    assert (folder / ".complete").read_text() == DEMO_RECIPE
+    frames = sorted(folder.glob("frame-*.jpg"))
+    assert folder / "frame-999999.jpg" not in frames  # written again, not mixed
+    spreads = [float(cv2.imread(str(f)).std()) for f in frames]
+    photos = len(list((DATA / "people").glob("*/*.jpg"))) + len(STRANGERS)
+    empty = len(frames) - photos * 24
+    assert 0 < empty <= len(frames) / 3  # the live view was grey half of the time
+    # An empty hall is a picture of a corridor (a lit wall, a door frame), not a flat grey.
+    assert min(spreads) > 10
