@@ -26,9 +26,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.e2e.appliance import free_port
-from tests.e2e.browser import in_ci
 
-__all__ = ["Listener", "Message", "Mosquitto", "TestCA", "in_ci", "mosquitto_missing"]
+__all__ = ["Listener", "Message", "Mosquitto", "TestCA", "mosquitto_missing"]
 
 MOSQUITTO = Path(shutil.which("mosquitto") or "/usr/sbin/mosquitto")
 MOSQUITTO_PASSWD = Path(shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd")

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.e2e.appliance import free_port
-from tests.e2e.browser import in_ci
 
-__all__ = ["Postgres", "in_ci", "postgres_missing"]
+__all__ = ["Postgres", "postgres_missing"]
 
 PROGRAMS = ("initdb", "pg_ctl", "postgres")
 START_SECONDS = 30.0

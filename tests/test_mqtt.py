@@ -50,7 +50,8 @@ from device.mqtt.publisher import MqttPublisher
 from device.mqtt.settings import MqttSettings
 from tests.conftest import DATA
 from tests.door_support import energised_periods, enrol_photo
-from tests.mqtt_support import Listener, Mosquitto, TestCA, in_ci, mosquitto_missing
+from tests.e2e.browser import require
+from tests.mqtt_support import Listener, Mosquitto, TestCA, mosquitto_missing
 
 DOOR = "test-door"
 EVENTS = f"facegate/{DOOR}/event"
@@ -71,11 +72,7 @@ PASSWORDS = {DOOR: "door secret 1", "other-door": "door secret 2",
 
 @pytest.fixture
 def mosquitto_present():
-    missing = mosquitto_missing()
-    if missing:
-        if in_ci():
-            pytest.fail(f"CI=true and the MQTT broker cannot run: {missing}", pytrace=False)
-        pytest.skip(f"no MQTT broker: {missing}")
+    require(mosquitto_missing(), "MQTT broker")
 
 
 @pytest.fixture(autouse=True)

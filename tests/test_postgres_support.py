@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.postgres_support import Postgres, in_ci, postgres_missing
+from tests.e2e.browser import require
+from tests.postgres_support import Postgres, postgres_missing
 
 psycopg = pytest.importorskip("psycopg")
 
 
 @pytest.fixture(scope="module")
 def postgres():
-    missing = postgres_missing()
-    if missing:
-        if in_ci():
-            pytest.fail(f"CI=true and PostgreSQL cannot run: {missing}", pytrace=False)
-        pytest.skip(f"no PostgreSQL: {missing}")
+    require(postgres_missing(), "PostgreSQL")
     server = Postgres().start()
     yield server
     server.remove()

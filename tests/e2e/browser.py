@@ -32,6 +32,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+def require(missing: str | None, what: str) -> None:
+    """Skip the test when a system part (``what``: "PostgreSQL") cannot run here, and fail
+    it on CI, where ``make test`` has installed everything: a missing part there is a bug."""
+    if missing is None:
+        return
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"CI=true and {what} cannot run: {missing}", pytrace=False)
+    pytest.skip(f"no {what}: {missing}")
+
+
 def browser_missing() -> str | None:
     """Why the browser cannot run here, or None when it can."""
     try:
