@@ -10,7 +10,9 @@ made it. Actions: ``sign_in``, ``sign_in_failed``, ``sign_in_throttled``, ``sign
 page, the API, or an MQTT command: user ``mqtt``, ``"via": "mqtt"``), ``lock``,
 ``command_refused`` (an MQTT command the door refused, with the reason),
 ``settings_change``, ``backup``, ``restore``, ``user_add``, ``user_remove``,
-``user_password`` (a new password set from the CLI), ``token_*``.
+``user_password`` (an admin or the CLI set a new password), ``user_disable``,
+``user_enable``, ``user_role``, ``password_change`` (an account changed its own),
+``password_change_refused`` and ``password_change_throttled``, ``token_*``.
 """
 
 from __future__ import annotations

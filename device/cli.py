@@ -498,6 +498,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
+    """The accounts of the admin page, through the users service (its rules: the password
+    rules, the door's last active admin)."""
     from device import audit
     from device.web import auth
 
@@ -505,25 +507,46 @@ def cmd_admin(args: argparse.Namespace) -> int:
     Gallery(database).close()  # applies the migrations that create the users table
     if args.action == "list":
         for user in auth.list_users(database):
-            print(f"{user.name}\t{user.role}")
+            state = f"disabled {user.disabled_at}" if user.is_disabled else "active"
+            print(f"{user.name}\t{user.role}\t{state}")
         return 0
     if not args.name:
         raise FacegateError(f"admin {args.action} needs a user name")
-    if args.action == "remove":
-        auth.remove_user(database, args.name)
-        audit.record(database, "user_remove", {"name": args.name}, "cli", None)
-        print(f"removed {args.name}")
+    if args.action in ("remove", "disable", "enable", "role"):
+        message, detail = _change_account(auth, database, args)
+        audit.record(database, f"user_{args.action}", {"name": args.name, **detail},
+                     audit.cli_user(), None)
+        print(message)
         return 0
     password = _read_password(args.password_stdin)
     if args.action == "passwd":  # the users service signs their open sessions out
         user = auth.set_password(database, args.name, password)
-        audit.record(database, "user_password", {"name": user.name}, "cli", None)
+        audit.record(database, "user_password", {"name": user.name}, audit.cli_user(), None)
         print(f"changed the password of {user.name}; their sessions are signed out")
         return 0
-    user = auth.add_user(database, args.name, password, role=args.role)
-    audit.record(database, "user_add", {"name": user.name, "role": user.role}, "cli", None)
+    user = auth.add_user(database, args.name, password, role=args.role or "admin")
+    audit.record(database, "user_add", {"name": user.name, "role": user.role},
+                 audit.cli_user(), None)
     print(f"added {user.name} ({user.role})")
     return 0
+
+
+def _change_account(auth, database: Path, args: argparse.Namespace) -> tuple[str, dict]:
+    """``admin remove|disable|enable|role NAME``: what to print, and the audit detail."""
+    name = args.name
+    if args.action == "remove":
+        auth.remove_user(database, name)
+        return f"removed {name}", {}
+    if args.action == "disable":
+        auth.disable_user(database, name)
+        return f"disabled {name}; their sessions are signed out, their API tokens refused", {}
+    if args.action == "enable":
+        auth.enable_user(database, name)
+        return f"enabled {name}; they may sign in again", {}
+    if not args.role:
+        raise FacegateError("admin role needs --role admin or --role viewer")
+    user = auth.set_role(database, name, args.role)
+    return f"{name} is now {user.role}; their sessions are signed out", {"role": user.role}
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -933,13 +956,17 @@ def build_parser() -> argparse.ArgumentParser:
                           " 127.0.0.1:8080)")
     sub.add_argument("--no-web", action="store_true", help="run the door without the page")
 
-    sub = command("admin", cmd_admin, "Manage the admin page's users: add, list, remove, or "
-                  "passwd (set a new password; signs that user's sessions out).", db=True,
-                  model=False)
-    sub.add_argument("action", choices=["add", "list", "remove", "passwd"])
-    sub.add_argument("name", nargs="?", help="user name (for add, remove and passwd)")
-    sub.add_argument("--role", choices=["admin", "viewer"], default="admin",
-                     help="admin: everything; viewer: dashboard and log only")
+    sub = command("admin", cmd_admin, "Manage the admin page's accounts: add, list, remove, "
+                  "passwd (set a new password), disable (no sign-in, no API token, until "
+                  "enable), enable, or role (--role). Every change but add signs that "
+                  "account's sessions out; the door's last active admin cannot be disabled, "
+                  "removed or made a viewer.", db=True, model=False)
+    sub.add_argument("action", choices=["add", "list", "remove", "passwd", "disable", "enable",
+                                        "role"])
+    sub.add_argument("name", nargs="?", help="the account's name (for all but list)")
+    sub.add_argument("--role", choices=["admin", "viewer"],
+                     help="add (default admin) and role: admin: everything; viewer: the "
+                          "dashboard and the log only")
     sub.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input "
                           "(default: ask on the terminal)")

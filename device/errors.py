@@ -103,6 +103,19 @@ class WeakPassword(FacegateError):
     """A new password is too short (or too long) to accept."""
 
 
+class AccountDisabled(FacegateError):
+    """The right password for an account an admin has disabled: it may not sign in."""
+
+
+class WrongPassword(FacegateError):
+    """The current password given to change one's own password is not the account's."""
+
+
+class AccountProtected(FacegateError):
+    """An account change the rules refuse: the door's last active admin disabled, removed
+    or made a viewer, or an admin disabling or removing their own account."""
+
+
 class TokenNotFound(FacegateError):
     """No API token with that id exists."""
 

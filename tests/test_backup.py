@@ -32,12 +32,20 @@ from device.backup import backup_database, restore_database
 from device.daemon.access import access_refusal
 from device.errors import RestoreRefused
 from device.events.snapshots import snapshot_path
+from device.gallery.migrations import MIGRATIONS
 from device.gallery.store import Gallery
 from device.identification import Decision, Identifier
 from device.site_settings import read_site_settings, write_site_settings
 from device.vision.models import DEFAULT_EMBEDDER
 from device.web.tokens import create_token, token_hash
-from device.web.users import add_user, hash_password, verify_password
+from device.web.users import (
+    add_user,
+    disable_user,
+    enable_user,
+    hash_password,
+    list_users,
+    verify_password,
+)
 from tests.conftest import DATA, load
 from tests.web_support import PASSWORD, audit_actions, sign_in
 
@@ -379,6 +387,40 @@ def test_a_restore_of_a_backup_with_accounts_still_keeps_the_current_ones(app, a
     assert admin.get("/api/tokens", headers=bearer(old_token)).status_code == 401
     assert admin.get("/api/tokens", headers=bearer(new_token)).status_code == 200
     assert "restore" in audit_actions(database)
+
+
+def test_a_restore_leaves_each_account_disabled_or_active_as_it_is_on_the_door(app, admin):
+    database = app.config["DATABASE"]
+    add_user(database, "vic", PASSWORD, role="viewer")
+    add_user(database, "dan", PASSWORD, role="viewer")
+    disable_user(database, "dan")
+    full = download(admin, query="?accounts=1")  # the file: vic active, dan disabled
+    disable_user(database, "vic")
+    enable_user(database, "dan")
+    token = create_token(database, "ann", "restore")
+
+    assert send(admin, full, token).status_code == 200
+
+    assert verify_password(database, "vic", PASSWORD) is None
+    assert verify_password(database, "dan", PASSWORD) is not None
+
+
+def test_a_backup_from_before_disabled_accounts_restores_and_keeps_them(tmp_path):
+    # A door at schema 7 made this backup; restored on one at 8, with a disabled account.
+    old = tmp_path / "old.db"
+    with Gallery(old, migrations=MIGRATIONS[:7]) as gallery:
+        gallery.add_person("Ada")
+    live = tmp_path / "facegate.db"
+    small_gallery(live)
+    add_user(live, "ann", PASSWORD)
+    add_user(live, "vic", PASSWORD, role="viewer")
+    disable_user(live, "vic")
+
+    result = restore_database(live, old)
+
+    assert result["schema_version"] == 7 and result["people"] == 1
+    assert [(user.name, user.is_disabled) for user in list_users(live)] == [
+        ("ann", False), ("vic", True)]
 
 
 def test_the_settings_page_offers_the_accounts_as_an_explicit_choice(admin):

@@ -39,7 +39,8 @@ from tests.web_support import (
 TEMPLATES = Path(__file__).parents[1] / "device" / "web" / "templates"
 PAGES = ["/", "/people", "/people/new", "/people/some-id", "/people/some-id/capture",
          "/people/some-id/delete", "/log", "/log.csv", "/settings", "/audit", "/live.jpg",
-         "/snapshots/some-id/face", "/templates/some-id/crop.jpg", "/no-such-page"]
+         "/snapshots/some-id/face", "/templates/some-id/crop.jpg", "/account", "/accounts",
+         "/accounts/some-id", "/no-such-page"]
 
 
 # --- Signed out ------------------------------------------------------------------------------
@@ -372,7 +373,8 @@ def test_no_template_has_inline_script_or_style():
 # --- Roles -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["/people", "/people/new", "/settings", "/audit"])
+@pytest.mark.parametrize("url", ["/people", "/people/new", "/settings", "/audit",
+                                 "/accounts"])
 def test_a_viewer_may_not_open_the_admin_pages(viewer, url):
     assert viewer.get(url).status_code == 403
 

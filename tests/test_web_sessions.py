@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from device.gallery.store import Gallery
-from device.web.auth import remove_user, set_password
+from device.web.auth import add_user, disable_user, remove_user, set_password
 from tests.web_support import PASSWORD, csrf_from, post, relay_on, sign_in
 
 COOKIE = "facegate_session"
@@ -33,10 +33,18 @@ def session_rows(app: Flask) -> list[dict]:
         return list(gallery.db.query("SELECT * FROM sessions ORDER BY created_at"))
 
 
+def remove_ann(app: Flask) -> None:
+    """Remove "ann", once another admin exists (the door keeps an active admin)."""
+    add_user(app.config["DATABASE"], "bea", PASSWORD, role="admin")
+    remove_user(app.config["DATABASE"], "ann")
+
+
 ENDINGS = {
     "sign_out": lambda app, admin: post(admin, "/logout"),
     "password": lambda app, admin: set_password(app.config["DATABASE"], "ann", "a new password"),
-    "removal": lambda app, admin: remove_user(app.config["DATABASE"], "ann"),
+    "disabled": lambda app, admin: (add_user(app.config["DATABASE"], "bea", PASSWORD),
+                                    disable_user(app.config["DATABASE"], "ann")),
+    "removal": lambda app, admin: remove_ann(app),
 }
 
 
@@ -79,7 +87,7 @@ def test_a_new_password_revokes_every_session_of_the_account_only(app, admin, vi
 
 
 def test_removing_the_account_removes_its_sessions(app, admin):
-    remove_user(app.config["DATABASE"], "ann")
+    remove_ann(app)
     assert session_rows(app) == []
     assert admin.get("/").status_code == 302
 

@@ -364,6 +364,17 @@ def _create_outbox(db: Database) -> None:
     )
 
 
+def _users_disabled_and_last_sign_in(db: Database) -> None:
+    # An account an admin has disabled (disabled_at: when; NULL while active) keeps its row,
+    # so the audit log and the accounts list still say who it was, and enabling it again
+    # gives back its name, role and password. Disabling is a change of the account like a
+    # new password: it bumps users.version (device/web/users.py), which is what replication
+    # and the signed-in sessions follow. last_sign_in_at is bookkeeping written at each
+    # sign-in and does not bump the version (a sign-in must not sign the other sessions out).
+    db.execute("ALTER TABLE users ADD COLUMN disabled_at TEXT")
+    db.execute("ALTER TABLE users ADD COLUMN last_sign_in_at TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "people, templates and the change log", _create_people_templates_changes),
     Migration(2, "the access log (events)", _create_events),
@@ -372,4 +383,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "template sources and the gallery's model", _template_sources_and_gallery_model),
     Migration(6, "the admin page's sessions", _create_sessions),
     Migration(7, "the outbox of events waiting to be published", _create_outbox),
+    Migration(8, "disabled accounts and their last sign-in", _users_disabled_and_last_sign_in),
 )

@@ -64,6 +64,7 @@ def create_app(test_config: dict | None = None, *, services: Services | None = N
     app.extensions["facegate"] = services
 
     from device.web import (
+        accounts,
         api,
         audit,
         auth,
@@ -85,7 +86,7 @@ def create_app(test_config: dict | None = None, *, services: Services | None = N
     error_pages.init_app(app)
     words.init_app(app)
     for blueprint in (auth.bp, dashboard.bp, people.bp, enrol.bp, log.bp, settings_page.bp,
-                      audit.bp):
+                      audit.bp, accounts.bp):
         app.register_blueprint(blueprint)
     api.init_app(app)
     app.jinja_env.globals["current_user"] = roles.current_user

@@ -24,7 +24,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from device.errors import FacegateError
+from device.errors import AccountDisabled, FacegateError
 from device.web.audit import audit, audit_after
 from device.web.error_pages import sentence
 from device.web.roles import admin_required, current_user, login_required, sign_in, sign_out
@@ -34,13 +34,18 @@ from device.web.users import (
     User,
     add_user,
     admin_exists,
+    change_own_password,
+    check_sign_in,
     create_setup_token,
+    disable_user,
+    enable_user,
     get_user,
     hash_password,
     list_users,
     password_matches,
     remove_user,
     set_password,
+    set_role,
     setup_token_valid,
     use_setup_token,
     verify_password,
@@ -53,8 +58,12 @@ __all__ = [
     "admin_exists",
     "admin_required",
     "bp",
+    "change_own_password",
+    "check_sign_in",
     "create_setup_token",
     "current_user",
+    "disable_user",
+    "enable_user",
     "get_user",
     "hash_password",
     "list_users",
@@ -63,6 +72,7 @@ __all__ = [
     "remove_user",
     "same_site_path",
     "set_password",
+    "set_role",
     "setup_token_valid",
     "use_setup_token",
     "verify_password",
@@ -96,7 +106,12 @@ def login() -> str | Response | tuple[str, int]:
         audit_after("sign_in_throttled", {"name": name}, user=name or None)
         flash(THROTTLED, "error")
         return render_template("login.html", next=target, name=name), 429
-    user = verify_password(current_app.config["DATABASE"], name, password) if name else None
+    try:
+        user = check_sign_in(current_app.config["DATABASE"], name, password) if name else None
+    except AccountDisabled as error:  # the right password: saying so tells a guesser nothing
+        audit_after("sign_in_failed", {"name": name, "reason": "disabled"}, user=name)
+        flash(sentence(str(error)), "error")
+        return render_template("login.html", next=target, name=name), 403
     if user is None:
         audit_after("sign_in_failed", {"name": name}, user=name or None)
         flash(WRONG, "error")

@@ -2,11 +2,11 @@
 
 Every request first loads the account of its session (:func:`load_user`): a session idle for
 longer than ``SESSION_IDLE_MINUTES``, one the door no longer records as open (signed out, a new
-password, the account removed: :mod:`device.web.sessions`), or one whose account has changed
-since (a new role), is signed out. Then the gate: nothing but the public endpoints answers
-without an account, whether or not a view remembers its decorator. Requests to the JSON API's
-blueprint pass the gate: its own ``before_request`` authenticates each one (a bearer token,
-else this session) and sets ``g.user``.
+password, the account disabled or removed: :mod:`device.web.sessions`), or one whose account
+has changed since (a new role), is signed out. Then the gate: nothing but the public
+endpoints answers without an account, whether or not a view remembers its decorator.
+Requests to the JSON API's blueprint pass the gate: its own ``before_request`` authenticates
+each one (a bearer token, else this session) and sets ``g.user``.
 
 Roles: ``admin`` (everything) and ``viewer`` (the dashboard and the access log only).
 """
@@ -98,7 +98,8 @@ def _session_account(user_id: str) -> User | None:
     active = request.endpoint not in PASSIVE_ENDPOINTS
     if session_owner(database, session.get("sid"), _idle(), active=active) != user_id:
         return None
-    return get_user(database, user_id)
+    user = get_user(database, user_id)
+    return None if user is None or user.is_disabled else user  # disabling revoked it too
 
 
 def _idle() -> timedelta:

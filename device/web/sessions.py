@@ -4,8 +4,8 @@ The browser's cookie is signed by the door (Flask's session) and carries a rando
 the ``sessions`` table (migration 6) keeps the id's SHA-256 beside the account, when the
 session started, when it was last active and when it was revoked. A request counts as signed
 in only while both agree (:func:`session_owner`), so a copy of the cookie taken before
-signing out (:func:`end_session`), before a new password or before the account was removed
-(:func:`revoke_sessions`, in the same transaction) is refused like the original.
+signing out (:func:`end_session`), before a new password or before the account was disabled
+or removed (:func:`revoke_sessions`, in the same transaction) is refused like the original.
 
 The idle time-out is kept here too, not only in the cookie: a session whose row has not been
 active for ``idle`` is revoked on its next use, whichever copy of the cookie presents it.
@@ -49,6 +49,9 @@ def start_session(db_path: str | Path, user_id: str, idle: timedelta) -> str:
         gallery.db.execute(
             "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at)"
             " VALUES (?, ?, ?, ?)", [_hash(session_id), user_id, _text(now), _text(now)])
+        # Shown on the accounts page; bookkeeping, so the account's version stays.
+        gallery.db.execute("UPDATE users SET last_sign_in_at = ? WHERE id = ?",
+                           [_text(now), user_id])
     return session_id
 
 

@@ -109,7 +109,8 @@ def revoke_token(db_path: str | Path, token_id: str) -> ApiToken:
 
 
 def authenticate(db_path: str | Path, token: str) -> TokenOwner | None:
-    """Who ``token`` acts for, or None when it is unknown, malformed or revoked.
+    """Who ``token`` acts for, or None when it is unknown, malformed or revoked, or its
+    account is disabled (enabling the account makes its tokens work again).
 
     Records the use in ``last_used_at`` (at most once a minute per token).
     """
@@ -120,7 +121,8 @@ def authenticate(db_path: str | Path, token: str) -> TokenOwner | None:
         rows = list(gallery.db.query(
             f"SELECT api_tokens.id AS token_id, api_tokens.last_used_at, {_USER_COLUMNS}"
             " FROM api_tokens JOIN users ON users.id = api_tokens.user_id"
-            " WHERE api_tokens.token_hash = ? AND api_tokens.revoked_at IS NULL",
+            " WHERE api_tokens.token_hash = ? AND api_tokens.revoked_at IS NULL"
+            " AND users.disabled_at IS NULL",
             [token_hash(token)],
         ))
         if not rows:
@@ -155,7 +157,8 @@ def token_hash(token: str) -> str:
 # --- Private ------------------------------------------------------------------------------
 
 _USER_COLUMNS = ", ".join(f"users.{name}" for name in
-                          ("id", "name", "role", "created_at", "updated_at", "version"))
+                          ("id", "name", "role", "created_at", "updated_at", "version",
+                           "disabled_at", "last_sign_in_at"))
 _COLUMNS = ("api_tokens.id, users.name AS user_name, api_tokens.name, api_tokens.created_at,"
             " api_tokens.last_used_at, api_tokens.revoked_at")
 

@@ -7,8 +7,22 @@ enough to check at sign-in (80 ms on one PC core, a few hundred on a Pi). The st
 out. Hashes are compared in constant time, and an unknown name costs one hash too, so timing
 does not tell which names exist.
 
-Every function takes the gallery file's path and opens its own connection: the CLI
-(``facegate admin add``), the daemon and the web page all call them.
+Every rule about accounts lives here, and the CLI (``facegate admin``), the daemon and the
+web page (``/account``, ``/accounts``) all call these functions, each taking the gallery
+file's path and opening its own connection:
+
+- A password is 8 to 1024 characters (:func:`_checked_password`). Changing one's own needs
+  the current one (:func:`change_own_password`); an admin or the CLI sets anyone's
+  (:func:`set_password`). Either way every open session of the account is revoked.
+- A disabled account (:func:`disable_user`) keeps its row, name, role and password, but
+  cannot sign in (:func:`check_sign_in` says so only to whoever gives its right password),
+  its sessions are revoked and its API tokens refused; :func:`enable_user` undoes it.
+- The door always keeps an active admin: its last one cannot be disabled, removed or made a
+  viewer; and nobody disables or removes their own account (``acting``), so an admin cannot
+  lock themselves out by a slip. Each check runs inside the write transaction that makes the
+  change, so two admins acting at once cannot both pass it.
+- Every change bumps ``users.version`` (what replication and the signed-in sessions follow);
+  the last sign-in (``last_sign_in_at``) is bookkeeping and does not.
 """
 
 from __future__ import annotations
@@ -24,7 +38,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from device.errors import FacegateError, UserExists, WeakPassword
+from device.errors import (
+    AccountDisabled,
+    AccountProtected,
+    FacegateError,
+    UserExists,
+    WeakPassword,
+    WrongPassword,
+)
 from device.gallery.migrations import write_transaction
 from device.gallery.names import clean_name
 from device.gallery.store import Gallery
@@ -50,10 +71,16 @@ class User:
     created_at: str
     updated_at: str
     version: int  # grows on every change; a session of an older version is signed out
+    disabled_at: str | None = None  # when an admin disabled it; None while it may sign in
+    last_sign_in_at: str | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_disabled(self) -> bool:
+        return self.disabled_at is not None
 
 
 # --- Hashing ------------------------------------------------------------------------------
@@ -114,29 +141,95 @@ def add_user(db_path: str | Path, name: str, password: str, role: str = "admin")
 
 
 def set_password(db_path: str | Path, name: str, password: str) -> User:
-    """Give ``name`` a new password; their open sessions are revoked (signed out)."""
+    """Give ``name`` a new password (an admin's reset, ``facegate admin passwd``); every open
+    session of theirs is revoked (signed out), in the same transaction."""
     encoded = hash_password(_checked_password(password))
     with Gallery(db_path) as gallery, write_transaction(gallery.db):
-        user = _by_name(gallery, name)
-        if user is None:
-            raise FacegateError(f"no account named {name!r}")
-        gallery.db.execute(
-            "UPDATE users SET password_hash = ?, updated_at = ?, version = version + 1"
-            " WHERE id = ?", [encoded, _now(), user.id])
-        revoke_sessions(gallery, user.id)
+        user = _existing(gallery, name)
+        _change(gallery, user, "password_hash = ?", [encoded])
         return _by_name(gallery, name)
 
 
-def verify_password(db_path: str | Path, name: str, password: str) -> User | None:
-    """The account if ``password`` is right for ``name``, else None (same cost either way)."""
+def change_own_password(db_path: str | Path, user_id: str, current: str, new: str) -> User:
+    """The signed-in account ``user_id`` changes its own password: ``current`` must be its
+    password now (else :class:`WrongPassword`), ``new`` passes the password rules and differs
+    from it. Every session of the account is revoked, the one asking included (the page
+    signs it in afresh, so whoever copied that cookie is signed out as well)."""
     with Gallery(db_path) as gallery:
-        row = gallery.db.execute(
-            "SELECT password_hash FROM users WHERE name = ?", [name]).fetchone()
-        encoded = row[0] if row else _dummy_hash()
-        if len(password) > MAX_PASSWORD_LENGTH:
-            password = ""
-        matches = password_matches(encoded, password)
-        return _by_name(gallery, name) if row and matches else None
+        row = gallery.db.execute("SELECT name, password_hash FROM users WHERE id = ?",
+                                 [user_id]).fetchone()
+    if row is None:
+        raise FacegateError("this account no longer exists")
+    if len(current) > MAX_PASSWORD_LENGTH or not password_matches(row[1], current):
+        raise WrongPassword("the current password is wrong")
+    if new == current:
+        raise WeakPassword("the new password is the same as the current one")
+    encoded = hash_password(_checked_password(new))  # hashed before the write lock is taken
+    with Gallery(db_path) as gallery, write_transaction(gallery.db):
+        user = _existing(gallery, row[0])
+        if gallery.db.execute("SELECT password_hash FROM users WHERE id = ?",
+                              [user_id]).fetchone()[0] != row[1]:
+            raise WrongPassword("the password was changed meanwhile; sign in again")
+        _change(gallery, user, "password_hash = ?", [encoded])
+        return _by_name(gallery, user.name)
+
+
+def disable_user(db_path: str | Path, name: str, *, acting: User | None = None) -> User:
+    """Disable ``name``: it cannot sign in, its sessions are revoked and its API tokens
+    refused, until :func:`enable_user`. ``acting`` is the admin asking (None: the CLI on the
+    door). Raises :class:`AccountProtected` for one's own account or the last active admin;
+    disabling a disabled account changes nothing."""
+    with Gallery(db_path) as gallery, write_transaction(gallery.db):
+        user = _existing(gallery, name)
+        if acting is not None and acting.id == user.id:
+            raise AccountProtected("you cannot disable your own account; ask another admin")
+        if user.is_disabled:
+            return user
+        _keep_an_admin(gallery, user, "disabled")
+        _change(gallery, user, "disabled_at = ?", [_now()])
+        return _by_name(gallery, name)
+
+
+def enable_user(db_path: str | Path, name: str) -> User:
+    """Let the disabled account ``name`` sign in again, with its old password and role."""
+    with Gallery(db_path) as gallery, write_transaction(gallery.db):
+        user = _existing(gallery, name)
+        if not user.is_disabled:
+            return user
+        _change(gallery, user, "disabled_at = NULL", [])
+        return _by_name(gallery, name)
+
+
+def set_role(db_path: str | Path, name: str, role: str) -> User:
+    """Make ``name`` an admin or a viewer; their sessions are revoked (they sign in again
+    with the new role). Raises :class:`AccountProtected` for the last active admin."""
+    if role not in ROLES:
+        raise FacegateError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    with Gallery(db_path) as gallery, write_transaction(gallery.db):
+        user = _existing(gallery, name)
+        if user.role == role:
+            return user
+        _keep_an_admin(gallery, user, "made a viewer")
+        _change(gallery, user, "role = ?", [role])
+        return _by_name(gallery, name)
+
+
+def check_sign_in(db_path: str | Path, name: str, password: str) -> User | None:
+    """The account if ``password`` is right for ``name`` and it may sign in; None for a
+    wrong name or password (the same cost either way). Raises :class:`AccountDisabled`
+    when the password is right but the account is disabled: only someone who knows its
+    password learns that, so a guesser cannot tell a disabled name from a wrong one."""
+    user = _password_right(db_path, name, password)
+    if user is not None and user.is_disabled:
+        raise AccountDisabled("this account is disabled; ask an admin of this door")
+    return user
+
+
+def verify_password(db_path: str | Path, name: str, password: str) -> User | None:
+    """The account if ``password`` is right for ``name`` and it is not disabled, else None
+    (the same cost either way)."""
+    user = _password_right(db_path, name, password)
+    return None if user is None or user.is_disabled else user
 
 
 def get_user(db_path: str | Path, user_id: str) -> User | None:
@@ -151,11 +244,16 @@ def list_users(db_path: str | Path) -> list[User]:
         return [User(**row) for row in rows]
 
 
-def remove_user(db_path: str | Path, name: str) -> None:
-    """Remove the account ``name``, its API tokens and its sessions (ON DELETE CASCADE)."""
+def remove_user(db_path: str | Path, name: str, *, acting: User | None = None) -> None:
+    """Remove the account ``name``, its API tokens and its sessions (ON DELETE CASCADE).
+    ``acting`` as for :func:`disable_user`; raises :class:`AccountProtected` for one's own
+    account or the last active admin."""
     with Gallery(db_path) as gallery, write_transaction(gallery.db):
-        if gallery.db.execute("DELETE FROM users WHERE name = ?", [name]).rowcount == 0:
-            raise FacegateError(f"no account named {name!r}")
+        user = _existing(gallery, name)
+        if acting is not None and acting.id == user.id:
+            raise AccountProtected("you cannot remove your own account; ask another admin")
+        _keep_an_admin(gallery, user, "removed")
+        gallery.db.execute("DELETE FROM users WHERE id = ?", [user.id])
 
 
 def admin_exists(db_path: str | Path) -> bool:
@@ -220,7 +318,7 @@ def _token_hash(token: str) -> str:
 
 # --- Private ------------------------------------------------------------------------------
 
-_COLUMNS = "id, name, role, created_at, updated_at, version"
+_COLUMNS = "id, name, role, created_at, updated_at, version, disabled_at, last_sign_in_at"
 
 
 def _insert_user(gallery: Gallery, name: str, encoded: str, role: str) -> User:
@@ -234,6 +332,46 @@ def _insert_user(gallery: Gallery, name: str, encoded: str, role: str) -> User:
     except sqlite3.IntegrityError:
         raise UserExists(f"an account named {name!r} already exists") from None
     return user
+
+
+def _password_right(db_path: str | Path, name: str, password: str) -> User | None:
+    with Gallery(db_path) as gallery:
+        row = gallery.db.execute(
+            "SELECT password_hash FROM users WHERE name = ?", [name]).fetchone()
+        encoded = row[0] if row else _dummy_hash()
+        if len(password) > MAX_PASSWORD_LENGTH:
+            password = ""
+        matches = password_matches(encoded, password)
+        return _by_name(gallery, name) if row and matches else None
+
+
+def _existing(gallery: Gallery, name: str) -> User:
+    user = _by_name(gallery, name)
+    if user is None:
+        raise FacegateError(f"no account named {name!r}")
+    return user
+
+
+def _change(gallery: Gallery, user: User, assignment: str, params: list[str]) -> None:
+    """Change ``user``'s row (inside the caller's write transaction): bump its version and
+    revoke its sessions, so every browser signed in as it signs in again."""
+    gallery.db.execute(
+        f"UPDATE users SET {assignment}, updated_at = ?, version = version + 1 WHERE id = ?",
+        [*params, _now(), user.id])
+    revoke_sessions(gallery, user.id)
+
+
+def _keep_an_admin(gallery: Gallery, user: User, what: str) -> None:
+    """Refuse to take away the door's last active admin (inside the write transaction)."""
+    if not user.is_admin or user.is_disabled:
+        return
+    others = gallery.db.execute(
+        "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL AND id != ?",
+        [user.id]).fetchone()[0]
+    if others == 0:
+        raise AccountProtected(f"the door needs an active admin, and {user.name} is its last "
+                               f"one, so cannot be {what}; make another account an admin "
+                               f"first")
 
 
 def _by_name(gallery: Gallery, name: str) -> User | None:

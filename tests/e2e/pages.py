@@ -95,3 +95,19 @@ def expect_image_loaded(image: Locator, timeout: float = 15) -> None:
     expect(image).to_be_attached()
     image.page.wait_for_function("img => img.naturalWidth > 0",
                                  arg=image.element_handle(), timeout=timeout * 1000)
+
+
+def sign_out(page: Page) -> None:
+    page.locator("button#nav-logout").click()
+    expect(page.locator("form#login")).to_be_visible()
+
+
+def change_password(page: Page, current: str, new: str) -> None:
+    """Account (the name in the header), then the password form: current, new, new again."""
+    page.locator("a#nav-account").click()
+    form = page.locator("form#password-form")
+    form.locator("input[name=current_password]").fill(current)
+    form.locator("input[name=new_password]").fill(new)
+    form.locator("input[name=new_password2]").fill(new)
+    submit(form)
+    page.wait_for_load_state()

@@ -23,7 +23,7 @@ STRANGER = DATA / "strangers" / "AJ_Cook_0001.jpg"
 # Who walks up to the door, over and over: two staff, then a stranger, an empty hall between.
 REPLAY = [SERENA / "Serena_Williams_0002.jpg", None, COLIN / "Colin_Powell_0002.jpg", None,
           STRANGER, None]
-PAGES = ("dashboard", "people", "person", "log", "event", "settings")
+PAGES = ("dashboard", "people", "person", "log", "event", "settings", "accounts")
 PHONE = {"width": 390, "height": 844}
 PHONE_PAGES = ("log", "people")
 
@@ -84,6 +84,10 @@ def take_screenshots(out: Path, scratch: Path) -> None:
         shoot(page, out, "people")
         page.locator("a#nav-settings").click()
         shoot(page, out, "settings")
+        appliance.cli("admin", "add", "Front desk", "--role", "viewer", "--password-stdin",
+                      stdin=PASSWORD + "\n")
+        page.locator("a#nav-accounts").click()
+        shoot(page, out, "accounts")
 
         page.set_viewport_size(PHONE)
         for name, path in zip(PHONE_PAGES, ("/log", "/people"), strict=True):

@@ -1,7 +1,8 @@
 """The admin page on a phone (390x844, an iPhone 12-14's CSS pixels): no page scrolls
 sideways, the tables fold into cards, the header stays compact.
 
-One person is enrolled and let in, so the log, the person and the event pages have content.
+One person is enrolled and let in, so the log, the person and the event pages have content;
+the account pages (your own, everyone's, one account's) are checked too.
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ def test_no_main_page_scrolls_sideways_on_a_phone(appliance, phone):
     row = wait_for_event(phone, "granted", "Serena Williams", timeout=40)
     event_id = row.get_attribute("data-event-id")
 
+    phone.goto(appliance.url + "/accounts")
+    account_url = phone.locator(f'tr[data-account-name="{ADMIN}"] td.name a').get_attribute(
+        "href")
+
     for path in ("/", "/people", person_url.removeprefix(appliance.url),
                  person_url.removeprefix(appliance.url) + "/capture", "/people/new", "/log",
-                 f"/log/{event_id}", "/settings", "/audit"):
+                 f"/log/{event_id}", "/settings", "/audit", "/account", "/accounts",
+                 account_url):
         phone.goto(appliance.url + path)
         phone.wait_for_load_state("load")
         scroll_width, inner_width = phone.evaluate(OVERFLOW)
