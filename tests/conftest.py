@@ -76,3 +76,27 @@ def hand_edit_settings(db_path: Path, rows=HAND_EDITED_SETTINGS) -> None:
         db.executemany("INSERT OR REPLACE INTO settings (key, value, updated_at, version)"
                        " VALUES (?, ?, '2026-01-01T00:00:00.000Z', 7)", rows)
     db.close()
+
+
+# --- PostgreSQL: one server per test session, a new database per test --------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL (tests/postgres_support.py), started once for the session; skipped
+    where it cannot run, failed on CI."""
+    from tests.e2e.browser import require
+    from tests.postgres_support import Postgres, postgres_missing
+
+    require(postgres_missing(), "PostgreSQL")
+    server = Postgres().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server):
+    """The connection string of a new, empty database, dropped after the test."""
+    dsn = postgres_server.fresh_database()
+    yield dsn
+    postgres_server.drop_database(dsn)

@@ -102,9 +102,12 @@ def open_log(db_path, snapshots, clock, out=None, **kwargs) -> EventLog:
                     stdout=out if out is not None else io.StringIO(), **kwargs)
 
 
-@pytest.fixture
-def log(db_path, snapshots, clock, out):
-    with open_log(db_path, snapshots, clock, out) as fresh:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log(request, db_path, snapshots, clock, out):
+    """An access log on each engine: a door's file, and a site's PostgreSQL (tests about the
+    file itself take ``db_path``)."""
+    location = db_path if request.param == "sqlite" else request.getfixturevalue("postgres_dsn")
+    with open_log(location, snapshots, clock, out) as fresh:
         yield fresh
 
 
@@ -139,7 +142,7 @@ def test_recording_an_event_writes_a_row_two_jpegs_and_one_json_line(
     assert event.snapshot_bytes == sum((snapshots / p).stat().st_size for p in jpegs(snapshots))
     assert not list(snapshots.rglob(".*.tmp"))
     assert event.detail == {"runner_up": pytest.approx(0.25), "votes": 2}
-    with Gallery(db_path) as gallery:  # the row is in the gallery's file, seen by another reader
+    with Gallery(log.location) as gallery:  # the row is in the gallery, seen by another reader
         row = gallery.db.execute("SELECT kind, person_name, score FROM events").fetchall()
     assert row == [("granted", "Colin Powell", pytest.approx(0.6125))]
     assert log.get(event.id) == event and log.count() == 1

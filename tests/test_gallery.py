@@ -25,9 +25,13 @@ def gallery_path(tmp_path):
     return tmp_path / "gallery.db"
 
 
-@pytest.fixture
-def gallery(gallery_path):
-    with Gallery(gallery_path) as fresh:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gallery(request, gallery_path):
+    """A new gallery on each engine: a door's SQLite file, and a site's PostgreSQL database
+    (the same interface; tests that are about the file itself take ``gallery_path``)."""
+    location = (gallery_path if request.param == "sqlite"
+                else request.getfixturevalue("postgres_dsn"))
+    with Gallery(location) as fresh:
         yield fresh
 
 
@@ -52,13 +56,18 @@ def enrol(gallery, person, rng, image, model="sface", crop=CROP):
 # --- Opening and migrations ----------------------------------------------------------------
 
 
-def test_a_new_gallery_file_is_at_the_latest_schema_in_wal_mode_with_foreign_keys(gallery):
+def test_a_new_gallery_is_at_the_latest_schema_and_empty(gallery):
     assert schema_version(gallery.db) == len(MIGRATIONS)
-    assert {"people", "templates", "changes"} <= set(gallery.db.table_names())
-    assert gallery.db.journal_mode == "wal"
-    assert gallery.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert {"people", "templates", "changes", "events", "users", "outbox"} <= set(
+        gallery.db.table_names())
     assert gallery.counts() == {"people": 0, "templates": {}}
     assert gallery.change_seq() == 0
+
+
+def test_a_new_gallery_file_is_in_wal_mode_with_foreign_keys(gallery_path):
+    with Gallery(gallery_path) as gallery:
+        assert gallery.db.journal_mode == "wal"
+        assert gallery.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
 def test_reopening_an_existing_gallery_keeps_its_data_and_applies_only_new_migrations(

@@ -23,9 +23,7 @@ import errno
 import json
 import logging
 import shutil
-import sqlite3
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -33,11 +31,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-from sqlite_utils import Database
 
 from device.errors import EventNotFound, FacegateError
 from device.events import outbox
-from device.events.event import COLUMNS, KINDS, Event, event_from_row, plain_detail, utc_text
+from device.events.event import (
+    COLUMNS,
+    KINDS,
+    Event,
+    event_from_row,
+    plain_detail,
+    time_ordered_id,
+    utc_text,
+)
 from device.events.outbox import OutboxFeed
 from device.events.retention import Retention
 from device.events.snapshots import (
@@ -49,8 +54,9 @@ from device.events.snapshots import (
     write_atomic,
 )
 from device.events.text import journal_line
-from device.gallery.migrations import MIGRATIONS, migrate, write_transaction
-from device.gallery.store import refuse_empty_file, unreadable_as_error
+from device.gallery.engines import DATABASE_ERRORS, insertion_order
+from device.gallery.migrations import write_transaction
+from device.gallery.store import open_database
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +107,11 @@ class EventLog:
     ) -> None:
         if not door_id or not isinstance(door_id, str):
             raise ValueError("door_id must be a non-empty string (the door's name in the log)")
-        self.path = Path(db_path)
+        self.db, self.path = open_database(db_path, busy_timeout_s=busy_timeout_s)
+        self.location = str(db_path)
+        # Beside the gallery file; at a site (PostgreSQL), beside the snapshots folder.
         self.unsaved_path = (Path(unsaved_path) if unsaved_path is not None
-                             else self.path.parent / UNSAVED_FILE)
+                             else (self.path or Path(snapshots_dir)).parent / UNSAVED_FILE)
         self._unsaved: dict[str, Event] = {}  # id -> event, in the order they happened
         self.door_id = door_id
         self.outbox = outbox
@@ -119,15 +127,6 @@ class EventLog:
         # only ever lower the truth (delete_person), so the estimate errs on the safe side.
         self._events: int | None = None
         self._snapshot_bytes = 0
-        refuse_empty_file(self.path)
-        self.db = Database(sqlite3.connect(str(db_path), timeout=busy_timeout_s))
-        try:
-            with unreadable_as_error(self.path):
-                self.db.enable_wal()
-                migrate(self.db, MIGRATIONS)
-        except BaseException:
-            self.db.close()
-            raise
         try:
             self.snapshots.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -167,7 +166,7 @@ class EventLog:
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}; kinds are {', '.join(KINDS)}")
         when = self._now()
-        event_id = str(uuid.uuid4())
+        event_id = time_ordered_id(when)
         paths, size = self._save_snapshots(event_id, when, face_crop, frame)
         event = Event(
             id=event_id,
@@ -185,9 +184,9 @@ class EventLog:
         )
         try:
             self._insert(event)
-        except sqlite3.Error as error:
+        except DATABASE_ERRORS as error:
             logger.error("event %s not stored in %s (%s): only its JSON line keeps it",
-                         event.id, self.path, error)
+                         event.id, self.location, error)
             self.snapshots.remove([event.face_path, event.frame_path])
             event = replace(event, face_path=None, frame_path=None, snapshot_bytes=0)
             self._print(event)
@@ -277,9 +276,9 @@ class EventLog:
         try:
             with write_transaction(self.db):
                 added = sum(self._insert_new(event) for event in pending.values())
-        except sqlite3.Error as error:
+        except DATABASE_ERRORS as error:
             logger.warning("%d unsaved events still not stored in %s (%s): will try again",
-                           len(pending), self.path, error)
+                           len(pending), self.location, error)
             return 0
         self._unsaved.clear()
         if added:
@@ -317,8 +316,9 @@ class EventLog:
         row = event.to_json()
         row["detail"] = None if event.detail is None else json.dumps(event.detail)
         cursor = self.db.execute(
-            f"INSERT OR IGNORE INTO events ({', '.join(row)})"
-            f" VALUES ({', '.join('?' * len(row))})", list(row.values()))
+            f"INSERT INTO events ({', '.join(row)})"
+            f" VALUES ({', '.join('?' * len(row))}) ON CONFLICT (id) DO NOTHING",
+            list(row.values()))
         if cursor.rowcount == 1 and self.outbox is not None:
             outbox.add_row(self.db, event, self.outbox)
         return cursor.rowcount == 1
@@ -364,7 +364,8 @@ class EventLog:
             raise ValueError("limit and offset must be >= 0")
         where, params = _filters(since, until, kind, person_id)
         rows = self.db.query(
-            f"{_SELECT}{where} ORDER BY at DESC, rowid DESC LIMIT ? OFFSET ?",
+            f"{_SELECT}{where} ORDER BY at DESC, {insertion_order(self.db)} DESC"
+            " LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         return [event_from_row(row) for row in rows]
@@ -476,7 +477,7 @@ class EventLog:
             batch = _BATCH if limit is None else min(_BATCH, limit - deleted)
             rows = self.db.execute(
                 f"SELECT id, face_path, frame_path FROM events WHERE {where}"
-                " ORDER BY at, rowid LIMIT ?",
+                f" ORDER BY at, {insertion_order(self.db)} LIMIT ?",
                 [*params, batch],
             ).fetchall()
             gone = self._remove_files(rows)

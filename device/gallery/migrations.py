@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from sqlite_utils import Database
 
 from device.errors import FacegateError
+from device.gallery.engines import is_postgres, postgres_write_transaction, schema_words
 
 MIGRATIONS_TABLE = "_migrations"
 
@@ -41,6 +42,7 @@ class Migration:
 @contextlib.contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """Run a block as one ``BEGIN IMMEDIATE`` transaction: all of it is committed, or none.
+    (At a site, on PostgreSQL: :func:`~device.gallery.engines.postgres_write_transaction`.)
 
     IMMEDIATE takes the write lock at the start. With a plain (deferred) ``BEGIN``, a
     transaction that reads and then writes can fail with "database is locked" *without
@@ -49,6 +51,10 @@ def write_transaction(db: Database) -> Iterator[Database]:
     instead. Not re-entrant: nesting raises, so that a rollback never undoes less than the
     caller expects.
     """
+    if is_postgres(db):
+        with postgres_write_transaction(db):
+            yield db
+        return
     if db.conn.in_transaction:
         raise RuntimeError("write_transaction() cannot be nested inside another transaction")
     db.conn.execute("BEGIN IMMEDIATE")
@@ -64,7 +70,7 @@ def write_transaction(db: Database) -> Iterator[Database]:
 
 def schema_version(db: Database) -> int:
     """The highest migration applied to this file, 0 for a new (or foreign) file."""
-    if not db[MIGRATIONS_TABLE].exists():
+    if not table_exists(db, MIGRATIONS_TABLE):
         return 0
     return db.execute(f"SELECT COALESCE(MAX(version), 0) FROM {MIGRATIONS_TABLE}").fetchone()[0]
 
@@ -106,6 +112,12 @@ def migrate(db: Database, migrations: Sequence[Migration]) -> list[int]:
     return applied
 
 
+def table_exists(db: Database, name: str) -> bool:
+    if is_postgres(db):
+        return db.table_exists(name)
+    return db[name].exists()
+
+
 def _check_numbering(migrations: Sequence[Migration]) -> None:
     versions = [migration.version for migration in migrations]
     if versions != list(range(1, len(versions) + 1)):
@@ -114,11 +126,13 @@ def _check_numbering(migrations: Sequence[Migration]) -> None:
 
 # --- The migrations ------------------------------------------------------------------------
 
-# Same format as the Python side's timestamps: UTC, milliseconds, a trailing Z.
-NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+# The schema is one for both engines (a site's PostgreSQL holds what a door's file holds):
+# each migration runs on either, with the engine's words (schema_words) for bytes, doubles,
+# growing keys and "now", and its own triggers (_log_changes, _outbox_follows_events).
 
 
 def _create_people_templates_changes(db: Database) -> None:
+    words = schema_words(db)
     db.execute(
         """
         CREATE TABLE people (
@@ -136,15 +150,15 @@ def _create_people_templates_changes(db: Database) -> None:
         """
     )
     db.execute(
-        """
+        f"""
         CREATE TABLE templates (
             id TEXT PRIMARY KEY NOT NULL,
             person_id TEXT NOT NULL REFERENCES people (id) ON DELETE CASCADE,
             model TEXT NOT NULL,
-            embedding BLOB NOT NULL,
+            embedding {words.blob} NOT NULL,
             dim INTEGER NOT NULL,
-            quality TEXT NOT NULL DEFAULT '{}',
-            crop_jpeg BLOB,
+            quality TEXT NOT NULL DEFAULT '{{}}',
+            crop_jpeg {words.blob},
             source_sha256 TEXT NOT NULL,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
@@ -157,18 +171,37 @@ def _create_people_templates_changes(db: Database) -> None:
     db.execute(
         f"""
         CREATE TABLE changes (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq {words.serial_key},
             entity TEXT NOT NULL CHECK (entity IN ('person', 'template')),
             entity_id TEXT NOT NULL,
             op TEXT NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
             version INTEGER NOT NULL,
-            at TEXT NOT NULL DEFAULT ({NOW_SQL})
+            at TEXT NOT NULL DEFAULT ({words.now})
         )
         """
     )
-    # Triggers rather than Python calls, so that a write made by any process, or by hand with
-    # the sqlite3 shell, is logged too (AUTOINCREMENT: a seq is never reused after a delete).
-    for table, entity in (("people", "person"), ("templates", "template")):
+    _log_changes(db)
+
+
+def _log_changes(db: Database) -> None:
+    """Triggers rather than Python calls, so that a write made by any process, or by hand
+    with the sqlite3 shell or psql, is logged too (a seq is never reused after a delete)."""
+    tables = (("people", "person"), ("templates", "template"))
+    if is_postgres(db):
+        db.execute(
+            "CREATE FUNCTION log_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF TG_OP = 'DELETE' THEN"
+            "  INSERT INTO changes (entity, entity_id, op, version)"
+            "  VALUES (TG_ARGV[0], OLD.id, 'delete', OLD.version); RETURN OLD;"
+            " END IF;"
+            " INSERT INTO changes (entity, entity_id, op, version)"
+            " VALUES (TG_ARGV[0], NEW.id, lower(TG_OP), NEW.version); RETURN NEW;"
+            " END $$")
+        for table, entity in tables:
+            db.execute(f"CREATE TRIGGER {table}_log AFTER INSERT OR UPDATE OR DELETE ON {table}"
+                       f" FOR EACH ROW EXECUTE FUNCTION log_change('{entity}')")
+        return
+    for table, entity in tables:
         for op, row in (("insert", "NEW"), ("update", "NEW"), ("delete", "OLD")):
             db.execute(
                 f"CREATE TRIGGER {table}_{op}_log AFTER {op.upper()} ON {table} BEGIN"
@@ -184,7 +217,7 @@ def _create_events(db: Database) -> None:
     # CHECK on kind either: SQLite cannot change a CHECK without rebuilding the table, and a
     # door receiving a newer door's kinds by replication must still accept them.
     db.execute(
-        """
+        f"""
         CREATE TABLE events (
             id TEXT PRIMARY KEY NOT NULL,
             at TEXT NOT NULL,
@@ -192,7 +225,7 @@ def _create_events(db: Database) -> None:
             kind TEXT NOT NULL,
             person_id TEXT,
             person_name TEXT,
-            score REAL,
+            score {schema_words(db).real},
             reason TEXT,
             face_path TEXT,
             frame_path TEXT,
@@ -235,7 +268,7 @@ def _create_web_tables(db: Database) -> None:
         CREATE TABLE audit_log (
             id TEXT PRIMARY KEY NOT NULL,
             at TEXT NOT NULL,
-            user TEXT,
+            "user" TEXT,
             action TEXT NOT NULL,
             detail TEXT NOT NULL DEFAULT '{}',
             address TEXT
@@ -307,7 +340,7 @@ def _template_sources_and_gallery_model(db: Database) -> None:
     # reported by `facegate info` until `facegate reembed` moves it.
     db.execute(
         f"INSERT INTO gallery_meta (key, value, updated_at)"
-        f" SELECT 'model', model, {NOW_SQL} FROM templates"
+        f" SELECT 'model', model, {schema_words(db).now} FROM templates"
         f" GROUP BY model ORDER BY COUNT(*) DESC, model LIMIT 1"
     )
 
@@ -339,9 +372,9 @@ def _create_outbox(db: Database) -> None:
     # orders them (AUTOINCREMENT: never reused, so "oldest first" survives deletions). The
     # payload is the message as it will be sent, made when the event was recorded.
     db.execute(
-        """
+        f"""
         CREATE TABLE outbox (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq {schema_words(db).serial_key},
             event_id TEXT NOT NULL,
             created_at TEXT NOT NULL,
             payload TEXT NOT NULL
@@ -349,10 +382,24 @@ def _create_outbox(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX outbox_event ON outbox (event_id)")
-    # An outbox row never outlives its event, nor its event's person: triggers rather than
-    # Python calls, so that retention, a person's erasure or a hand edit in the sqlite3
-    # shell, from any process, takes the waiting message with it (privacy: a deleted
-    # person's name must not leave the door afterwards).
+    _outbox_follows_events(db)
+
+
+def _outbox_follows_events(db: Database) -> None:
+    """An outbox row never outlives its event, nor its event's person: triggers rather than
+    Python calls, so that retention, a person's erasure or a hand edit in the sqlite3
+    shell, from any process, takes the waiting message with it (privacy: a deleted
+    person's name must not leave the door afterwards)."""
+    if is_postgres(db):
+        db.execute(
+            "CREATE FUNCTION outbox_forget_event() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN DELETE FROM outbox WHERE event_id = OLD.id; RETURN NULL; END $$")
+        db.execute("CREATE TRIGGER events_delete_outbox AFTER DELETE ON events"
+                   " FOR EACH ROW EXECUTE FUNCTION outbox_forget_event()")
+        db.execute("CREATE TRIGGER events_erase_person_outbox AFTER UPDATE OF person_id ON events"
+                   " FOR EACH ROW WHEN (OLD.person_id IS NOT NULL AND NEW.person_id IS NULL)"
+                   " EXECUTE FUNCTION outbox_forget_event()")
+        return
     db.execute(
         "CREATE TRIGGER events_delete_outbox AFTER DELETE ON events BEGIN"
         " DELETE FROM outbox WHERE event_id = OLD.id; END"

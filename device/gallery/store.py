@@ -38,6 +38,7 @@ from device.errors import (
     ModelMismatch,
     PersonNotFound,
 )
+from device.gallery.engines import PostgresDatabase, is_postgres_location
 from device.gallery.migrations import MIGRATIONS, Migration, migrate, write_transaction
 from device.gallery.names import clean_name, clean_optional_name
 
@@ -118,6 +119,10 @@ class Gallery:
     before giving up with ``sqlite3.OperationalError: database is locked``. ``migrations``
     is for tests; a migration that fails raises here and leaves the file as it was.
 
+    ``path`` may also be a PostgreSQL connection string (``postgresql://...``): a site's
+    store, the same schema and the same calls (``path`` is then None and ``location`` the
+    connection string; see :mod:`device.gallery.engines`).
+
     One object per thread: the sqlite3 connection refuses to be shared between threads.
     ``db`` (the sqlite-utils database) is there for inspection; write through the methods,
     which keep ``version``, ``updated_at`` and the invariants.
@@ -130,19 +135,9 @@ class Gallery:
         busy_timeout_s: float = 5.0,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
-        self.path = Path(path)
-        refuse_empty_file(self.path)
-        self.db = Database(sqlite3.connect(str(path), timeout=busy_timeout_s))
-        try:
-            with unreadable_as_error(self.path):
-                # Per connection, and off by default in SQLite: without it ON DELETE CASCADE
-                # and REFERENCES are silently ignored.
-                self.db.execute("PRAGMA foreign_keys = ON")
-                _enable_wal(self.db, busy_timeout_s)
-                migrate(self.db, migrations)
-        except BaseException:
-            self.db.close()
-            raise
+        self.db, self.path = open_database(path, busy_timeout_s=busy_timeout_s,
+                                           migrations=migrations)
+        self.location = str(path)
 
     def close(self) -> None:
         self.db.close()
@@ -196,7 +191,7 @@ class Gallery:
         rows = self.db.query(
             f"SELECT {_PERSON_COLUMNS}, COUNT(templates.id) AS template_count FROM people"
             " LEFT JOIN templates ON templates.person_id = people.id"
-            " GROUP BY people.id ORDER BY people.name COLLATE NOCASE, people.name"
+            " GROUP BY people.id ORDER BY lower(people.name), people.name"
         )
         return [PersonSummary(**{**row, "active": bool(row["active"])}) for row in rows]
 
@@ -524,6 +519,42 @@ def _decodable(model: str, rows: list[tuple]) -> list[tuple]:
                           "as %s float32 numbers (dim %r, %s bytes)", row[1], model, dim,
                           row[2], len(row[3]) if isinstance(row[3], bytes) else "not")
     return kept
+
+
+# --- Opening: a door's file, or a site's PostgreSQL --------------------------------------------
+
+
+def open_database(location: str | Path, *, busy_timeout_s: float = 5.0,
+                  migrations: Sequence[Migration] = MIGRATIONS) -> tuple[Any, Path | None]:
+    """``(db, path)`` for a gallery location, migrated to the latest schema.
+
+    A path is a door's SQLite file: refused when it is an empty file (:func:`refuse_empty_file`),
+    switched to WAL mode with foreign keys on, "not a database" turned into
+    :class:`GalleryUnreadable`. A ``postgresql://`` connection string is a site's store
+    (:class:`~device.gallery.engines.PostgresDatabase`; ``path`` is then None).
+    """
+    if is_postgres_location(location):
+        db = PostgresDatabase(str(location), connect_timeout_s=busy_timeout_s)
+        try:
+            migrate(db, migrations)
+        except BaseException:
+            db.close()
+            raise
+        return db, None
+    path = Path(location)
+    refuse_empty_file(path)
+    db = Database(sqlite3.connect(str(path), timeout=busy_timeout_s))
+    try:
+        with unreadable_as_error(path):
+            # Per connection, and off by default in SQLite: without it ON DELETE CASCADE
+            # and REFERENCES are silently ignored.
+            db.execute("PRAGMA foreign_keys = ON")
+            _enable_wal(db, busy_timeout_s)
+            migrate(db, migrations)
+    except BaseException:
+        db.close()
+        raise
+    return db, path
 
 
 # --- A file that is no database ---------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""The two engines a gallery lives on: SQLite at a door, PostgreSQL at a site.
+
+Every service that stores something (the gallery, the access log, the accounts, ...) talks
+to a ``db`` with two calls, as sqlite-utils' ``Database`` offers them: ``execute(sql,
+params)`` returns a cursor (``fetchone``, ``fetchall``, ``rowcount``) and ``query(sql,
+params)`` yields rows as dicts. :class:`PostgresDatabase` offers the same two calls over a
+psycopg 3 connection, so the SQL is written once, with ``?`` placeholders, in the subset
+both engines read (docs/design/site.md lists it). What differs is said in one place here:
+the column type of bytes, the write transaction, the change-log triggers.
+
+A site's PostgreSQL holds what every door would hold, so the schema is the doors' own
+migrations, each run with the engine's words for the few things the engines spell apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# The key of the advisory lock every gallery write takes at a site (any constant: it only has
+# to be the same in every process). "fg" in ASCII.
+WRITE_LOCK_KEY = 0x6667
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg
+    except ImportError:  # a door: psycopg is the site's (the `site` extra)
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
+
+
+# What either engine raises when the database cannot do what was asked (a full disk, a lock
+# held too long, the server gone): ``except DATABASE_ERRORS`` where sqlite3.Error was meant.
+DATABASE_ERRORS = _database_errors()
+
+
+@dataclass(frozen=True)
+class SchemaWords:
+    """How each engine spells the few column types and defaults the schema needs."""
+
+    blob: str  # bytes: embeddings, crops
+    real: str  # a double: SQLite's REAL is 8 bytes, PostgreSQL's only 4
+    serial_key: str  # an integer key that only grows and is never reused
+    now: str  # the time now as the Python side writes times: UTC, milliseconds, "Z"
+
+
+SQLITE_WORDS = SchemaWords(
+    blob="BLOB", real="REAL", serial_key="INTEGER PRIMARY KEY AUTOINCREMENT",
+    now="strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")
+POSTGRES_WORDS = SchemaWords(
+    blob="BYTEA", real="DOUBLE PRECISION",
+    serial_key="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    now="""to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')""")
+
+
+def is_postgres(db: object) -> bool:
+    return getattr(db, "engine", "sqlite") == "postgresql"
+
+
+def schema_words(db: object) -> SchemaWords:
+    return POSTGRES_WORDS if is_postgres(db) else SQLITE_WORDS
+
+
+def insertion_order(db: object) -> str:
+    """A column to break ties of equal times by: SQLite's rowid is the order rows were
+    written; PostgreSQL has none (a site's events come from many doors in no order anyway),
+    so the id, which is at least the same on every read."""
+    return "id" if is_postgres(db) else "rowid"
+
+
+def is_postgres_location(location: object) -> bool:
+    """Whether a gallery location is a PostgreSQL connection string (else a file path)."""
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+def to_pyformat(sql: str) -> str:
+    """``?`` placeholders as psycopg's ``%s``, and a literal ``%`` doubled, outside quoted
+    strings and identifiers (a ``?`` inside ``'...'`` is text, not a parameter)."""
+    out: list[str] = []
+    quote: str | None = None
+    for char in sql:
+        if quote:
+            out.append("%%" if char == "%" else char)
+            if char == quote:
+                quote = None  # a doubled quote closes and reopens: the same result
+        elif char in "'\"":
+            quote = char
+            out.append(char)
+        elif char == "?":
+            out.append("%s")
+        elif char == "%":
+            out.append("%%")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+class PostgresConnection:
+    """What the services ask of ``db.conn``: whether a transaction is open, and running the
+    statements of one (``BEGIN``, ``COMMIT``, ``ROLLBACK``)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    @property
+    def in_transaction(self) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        return self._connection.info.transaction_status != TransactionStatus.IDLE
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        return self._connection.execute(to_pyformat(sql), params)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class PostgresDatabase:
+    """A PostgreSQL database behind the same ``execute``/``query`` calls as sqlite-utils'.
+
+    The connection runs in autocommit mode, as Python's sqlite3 does outside an explicit
+    ``BEGIN``: a lone statement commits itself, and a write transaction is begun and ended
+    by :func:`write_transaction`. One object per thread, as with SQLite.
+    """
+
+    engine = "postgresql"
+    blob_type = "BYTEA"
+
+    def __init__(self, dsn: str, *, connect_timeout_s: float = 10.0) -> None:
+        import psycopg
+
+        self.dsn = dsn
+        self._connection = psycopg.connect(dsn, autocommit=True,
+                                           connect_timeout=max(1, round(connect_timeout_s)))
+        self.conn = PostgresConnection(self._connection)
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        return self._connection.execute(to_pyformat(sql), _parameters(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        with self._connection.cursor() as cursor:
+            cursor.executemany(to_pyformat(sql), [_parameters(row) for row in rows])
+            return cursor
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> Iterator[dict]:
+        from psycopg.rows import dict_row
+
+        with self._connection.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(to_pyformat(sql), _parameters(params))
+            yield from cursor
+
+    def table_names(self) -> list[str]:
+        return [row[0] for row in self.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            " ORDER BY tablename")]
+
+    def table_exists(self, name: str) -> bool:
+        return self.execute("SELECT to_regclass(?) IS NOT NULL", [name]).fetchone()[0]
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _parameters(params: Sequence[Any] | None) -> Sequence[Any] | None:
+    """sqlite3 takes ``bytes`` for a BLOB and so does psycopg for a BYTEA; a ``memoryview``
+    or ``bytearray`` (numpy's buffers) is passed as ``bytes`` for both."""
+    if params is None:
+        return None
+    return [bytes(value) if isinstance(value, memoryview | bytearray) else value
+            for value in params]
+
+
+@contextlib.contextmanager
+def postgres_write_transaction(db: PostgresDatabase) -> Iterator[PostgresDatabase]:
+    """One transaction, all of it committed or none, that first takes the site's gallery
+    write lock: writes are serialised as SQLite's ``BEGIN IMMEDIATE`` serialises them at a
+    door. That is what keeps the change log's sequence numbers in commit order, which the
+    doors' "changes since N" depends on (two overlapping writers could otherwise commit seq
+    41 before seq 40, and a door that read 41 would never see 40)."""
+    if db.conn.in_transaction:
+        raise RuntimeError("write_transaction() cannot be nested inside another transaction")
+    db.execute("BEGIN")
+    try:
+        db.execute("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK_KEY])
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
