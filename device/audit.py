@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import getpass
 import json
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from device.gallery.engines import insertion_order, time_ordered_id
 from device.gallery.migrations import write_transaction
 from device.gallery.store import Gallery
 
@@ -38,11 +38,12 @@ def record(db_path: str | Path, action: str, detail: dict[str, Any] | None = Non
 def record_in(gallery: Gallery, action: str, detail: dict[str, Any] | None = None,
               user: str | None = None, address: str | None = None) -> str:
     """:func:`record` through an open gallery (its own transaction)."""
-    row_id = str(uuid.uuid4())
-    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = datetime.now(UTC)
+    row_id = time_ordered_id(now)
+    at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     with write_transaction(gallery.db):
         gallery.db.execute(
-            "INSERT INTO audit_log (id, at, user, action, detail, address)"
+            'INSERT INTO audit_log (id, at, "user", action, detail, address)'
             " VALUES (?, ?, ?, ?, ?, ?)",
             [row_id, at, user, action, json.dumps(detail or {}, default=str), address],
         )
@@ -61,6 +62,7 @@ def list_audit(db_path: str | Path, limit: int = 100, offset: int = 0) -> list[d
     """Audit rows newest first, each with ``detail`` parsed."""
     with Gallery(db_path) as gallery:
         rows = gallery.db.query(
-            "SELECT id, at, user, action, detail, address FROM audit_log"
-            " ORDER BY at DESC, rowid DESC LIMIT ? OFFSET ?", [limit, offset])
+            'SELECT id, at, "user", action, detail, address FROM audit_log'
+            f" ORDER BY at DESC, {insertion_order(gallery.db)} DESC LIMIT ? OFFSET ?",
+            [limit, offset])
         return [{**row, "detail": json.loads(row["detail"] or "{}")} for row in rows]

@@ -20,6 +20,7 @@ from tests.web_support import (  # noqa: F401 (fixtures for the web page's tests
     fixture_make_app,
     fixture_pin_factory,
     fixture_services,
+    fixture_store,
     fixture_viewer,
 )
 

@@ -57,84 +57,84 @@ def flashes(response) -> list[str]:
                       re.S)
 
 
-# --- The service, on a real file --------------------------------------------------------------
+# --- The service, on a real file and a real PostgreSQL ----------------------------------------
 
 
-def test_disabling_an_account_revokes_its_sessions_and_refuses_its_sign_in_and_tokens(db_path):
-    add_user(db_path, "ann", PASSWORD)
-    vic = add_user(db_path, "vic", PASSWORD, role="viewer")
-    session = start_session(db_path, vic.id, HOUR)
-    token = create_token(db_path, "vic", "script")
+def test_disabling_an_account_revokes_its_sessions_and_refuses_its_sign_in_and_tokens(store):
+    add_user(store, "ann", PASSWORD)
+    vic = add_user(store, "vic", PASSWORD, role="viewer")
+    session = start_session(store, vic.id, HOUR)
+    token = create_token(store, "vic", "script")
 
-    disabled = disable_user(db_path, "vic")
+    disabled = disable_user(store, "vic")
 
     assert disabled.is_disabled and disabled.version == vic.version + 1
-    assert session_owner(db_path, session, HOUR) is None
-    assert authenticate(db_path, token) is None
-    assert verify_password(db_path, "vic", PASSWORD) is None
+    assert session_owner(store, session, HOUR) is None
+    assert authenticate(store, token) is None
+    assert verify_password(store, "vic", PASSWORD) is None
     with pytest.raises(AccountDisabled, match="disabled"):
-        check_sign_in(db_path, "vic", PASSWORD)
-    assert check_sign_in(db_path, "vic", "a wrong guess") is None  # a guesser learns nothing
+        check_sign_in(store, "vic", PASSWORD)
+    assert check_sign_in(store, "vic", "a wrong guess") is None  # a guesser learns nothing
     # Enabled again: the same password and tokens work; the old session stays ended.
-    enabled = enable_user(db_path, "vic")
+    enabled = enable_user(store, "vic")
     assert not enabled.is_disabled and enabled.version == vic.version + 2
-    assert check_sign_in(db_path, "vic", PASSWORD).id == vic.id
-    assert authenticate(db_path, token).user.name == "vic"
-    assert session_owner(db_path, session, HOUR) is None
+    assert check_sign_in(store, "vic", PASSWORD).id == vic.id
+    assert authenticate(store, token).user.name == "vic"
+    assert session_owner(store, session, HOUR) is None
 
 
-def test_the_last_active_admin_cannot_be_disabled_removed_or_made_a_viewer(db_path):
-    add_user(db_path, "ann", PASSWORD)
-    for change in (lambda: disable_user(db_path, "ann"), lambda: remove_user(db_path, "ann"),
-                   lambda: set_role(db_path, "ann", "viewer")):
+def test_the_last_active_admin_cannot_be_disabled_removed_or_made_a_viewer(store):
+    add_user(store, "ann", PASSWORD)
+    for change in (lambda: disable_user(store, "ann"), lambda: remove_user(store, "ann"),
+                   lambda: set_role(store, "ann", "viewer")):
         with pytest.raises(AccountProtected, match="ann is its last one"):
             change()
-    bea = add_user(db_path, "bea", PASSWORD)
-    disable_user(db_path, "bea")  # a disabled admin does not count
+    bea = add_user(store, "bea", PASSWORD)
+    disable_user(store, "bea")  # a disabled admin does not count
     with pytest.raises(AccountProtected):
-        disable_user(db_path, "ann")
-    enable_user(db_path, "bea")
-    assert set_role(db_path, "ann", "viewer").role == "viewer"
+        disable_user(store, "ann")
+    enable_user(store, "bea")
+    assert set_role(store, "ann", "viewer").role == "viewer"
     with pytest.raises(AccountProtected, match="bea is its last one"):
-        remove_user(db_path, "bea")
-    assert get_user(db_path, bea.id).is_admin and not get_user(db_path, bea.id).is_disabled
+        remove_user(store, "bea")
+    assert get_user(store, bea.id).is_admin and not get_user(store, bea.id).is_disabled
 
 
-def test_nobody_disables_or_removes_their_own_account(db_path):
-    ann = add_user(db_path, "ann", PASSWORD)
-    add_user(db_path, "bea", PASSWORD)
+def test_nobody_disables_or_removes_their_own_account(store):
+    ann = add_user(store, "ann", PASSWORD)
+    add_user(store, "bea", PASSWORD)
     with pytest.raises(AccountProtected, match="your own account"):
-        disable_user(db_path, "ann", acting=ann)
+        disable_user(store, "ann", acting=ann)
     with pytest.raises(AccountProtected, match="your own account"):
-        remove_user(db_path, "ann", acting=ann)
-    assert not get_user(db_path, ann.id).is_disabled
+        remove_user(store, "ann", acting=ann)
+    assert not get_user(store, ann.id).is_disabled
 
 
-def test_changing_ones_own_password_needs_the_current_one_and_ends_every_session(db_path):
-    ann = add_user(db_path, "ann", PASSWORD)
-    sessions = [start_session(db_path, ann.id, HOUR) for _ in range(2)]
+def test_changing_ones_own_password_needs_the_current_one_and_ends_every_session(store):
+    ann = add_user(store, "ann", PASSWORD)
+    sessions = [start_session(store, ann.id, HOUR) for _ in range(2)]
     with pytest.raises(WrongPassword, match="current password is wrong"):
-        change_own_password(db_path, ann.id, "not my password", NEW)
+        change_own_password(store, ann.id, "not my password", NEW)
     with pytest.raises(WeakPassword, match="the same as the current one"):
-        change_own_password(db_path, ann.id, PASSWORD, PASSWORD)
+        change_own_password(store, ann.id, PASSWORD, PASSWORD)
     with pytest.raises(WeakPassword, match="at least 8"):
-        change_own_password(db_path, ann.id, PASSWORD, "short")
-    assert get_user(db_path, ann.id).version == ann.version  # nothing changed yet
-    assert all(session_owner(db_path, s, HOUR) == ann.id for s in sessions)
+        change_own_password(store, ann.id, PASSWORD, "short")
+    assert get_user(store, ann.id).version == ann.version  # nothing changed yet
+    assert all(session_owner(store, s, HOUR) == ann.id for s in sessions)
 
-    changed = change_own_password(db_path, ann.id, PASSWORD, NEW)
+    changed = change_own_password(store, ann.id, PASSWORD, NEW)
 
     assert changed.version == ann.version + 1
-    assert verify_password(db_path, "ann", NEW) is not None
-    assert verify_password(db_path, "ann", PASSWORD) is None
-    assert all(session_owner(db_path, s, HOUR) is None for s in sessions)
+    assert verify_password(store, "ann", NEW) is not None
+    assert verify_password(store, "ann", PASSWORD) is None
+    assert all(session_owner(store, s, HOUR) is None for s in sessions)
 
 
-def test_a_sign_in_is_recorded_without_changing_the_accounts_version(db_path):
-    ann = add_user(db_path, "ann", PASSWORD)
+def test_a_sign_in_is_recorded_without_changing_the_accounts_version(store):
+    ann = add_user(store, "ann", PASSWORD)
     assert ann.last_sign_in_at is None
-    start_session(db_path, ann.id, HOUR)
-    after = get_user(db_path, ann.id)
+    start_session(store, ann.id, HOUR)
+    after = get_user(store, ann.id)
     assert after.last_sign_in_at is not None and after.version == ann.version
 
 
@@ -357,9 +357,9 @@ def test_the_cli_disables_enables_and_lists_accounts_by_the_services_rules(db_pa
     assert {"user_disable", "user_enable", "user_role"} <= set(actions)
 
 
-def test_a_reset_password_does_not_enable_a_disabled_account(db_path):
-    add_user(db_path, "ann", PASSWORD)
-    add_user(db_path, "vic", PASSWORD, role="viewer")
-    disable_user(db_path, "vic")
-    assert set_password(db_path, "vic", NEW).is_disabled
-    assert verify_password(db_path, "vic", NEW) is None
+def test_a_reset_password_does_not_enable_a_disabled_account(store):
+    add_user(store, "ann", PASSWORD)
+    add_user(store, "vic", PASSWORD, role="viewer")
+    disable_user(store, "vic")
+    assert set_password(store, "vic", NEW).is_disabled
+    assert verify_password(store, "vic", NEW) is None

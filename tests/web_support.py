@@ -80,6 +80,15 @@ def fixture_db_path(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(name="store", params=["sqlite", "postgresql"])
+def fixture_store(request, db_path: Path) -> str | Path:
+    """Where the accounts, sessions, tokens and audit rows live, on each engine: a door's
+    file (``db_path``) and a site's PostgreSQL. For the services' own tests."""
+    if request.param == "sqlite":
+        return db_path
+    return request.getfixturevalue("postgres_dsn")
+
+
 # The capture tests hold LFW press photos up to the "camera", which the liveness check rightly
 # takes for photos: it is off for the page's tests (tests/test_liveness_door.py has it on).
 WITHOUT_LIVENESS = replace(Config(), liveness=LivenessConfig(enabled=False))

@@ -7,9 +7,6 @@ they sort as text in SQLite and read the same on every door of a site.
 from __future__ import annotations
 
 import json
-import os
-import threading
-import uuid
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -75,33 +72,6 @@ class Event:
 
 
 COLUMNS = tuple(field.name for field in fields(Event))
-
-
-_last_id_time = [0, 0]  # (milliseconds, counter) of the newest id made by this process
-_id_lock = threading.Lock()
-
-
-def time_ordered_id(when: datetime) -> str:
-    """A UUID version 7 (RFC 9562) for an event at ``when``: 48 bits of Unix milliseconds,
-    a 12-bit counter within the millisecond, 62 random bits.
-
-    Ids made by one process sort in the order they were made, even within one millisecond
-    (and if the clock steps back), so "newest first" needs no other column on an engine
-    without SQLite's rowid: at a site, a door's events keep their order. They stay as
-    unique as uuid4's where it matters, across doors (62 random bits per millisecond)."""
-    millis = int(when.timestamp() * 1000)
-    with _id_lock:
-        last_millis, counter = _last_id_time
-        if millis <= last_millis:
-            millis, counter = last_millis, counter + 1
-            if counter > 0xFFF:  # 4,096 ids in one millisecond: borrow the next one
-                millis, counter = millis + 1, 0
-        else:
-            counter = 0
-        _last_id_time[:] = [millis, counter]
-    random_bits = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (millis << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | random_bits
-    return str(uuid.UUID(int=value))
 
 
 def utc_text(when: datetime) -> str:

@@ -40,7 +40,6 @@ from device.events.event import (
     Event,
     event_from_row,
     plain_detail,
-    time_ordered_id,
     utc_text,
 )
 from device.events.outbox import OutboxFeed
@@ -54,7 +53,7 @@ from device.events.snapshots import (
     write_atomic,
 )
 from device.events.text import journal_line
-from device.gallery.engines import DATABASE_ERRORS, insertion_order
+from device.gallery.engines import DATABASE_ERRORS, insertion_order, time_ordered_id
 from device.gallery.migrations import write_transaction
 from device.gallery.store import open_database
 

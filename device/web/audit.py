@@ -5,7 +5,6 @@ The log itself (table, actions, writing outside a request) is :mod:`device.audit
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from flask import (
@@ -19,6 +18,7 @@ from flask import (
 
 from device.audit import list_audit, record
 from device.errors import RecordUnwritable
+from device.gallery.engines import DATABASE_ERRORS
 from device.web.log import page_number
 from device.web.roles import admin_required, current_user
 
@@ -46,7 +46,7 @@ def permit(action: str, detail: dict[str, Any] | None = None) -> str:
     locked) when the row cannot be written: a full disk, a locked or read-only file."""
     try:
         return audit(action, detail)
-    except (sqlite3.Error, OSError) as error:
+    except (DATABASE_ERRORS, OSError) as error:
         current_app.logger.error("%s refused: its audit row could not be written (%s)",
                                  action, error)
         raise RecordUnwritable(
@@ -60,7 +60,7 @@ def audit_after(action: str, detail: dict[str, Any] | None = None,
     that cannot be written is logged, and the answer stays the one the action deserves."""
     try:
         return audit(action, detail, user)
-    except (sqlite3.Error, OSError) as error:
+    except (DATABASE_ERRORS, OSError) as error:
         current_app.logger.error("audit row %s not written: %s (detail %s, user %s)", action,
                                  error, detail, user)
         return None

@@ -8,7 +8,6 @@ the one place the CLI, the daemon and the API import them from.
 from __future__ import annotations
 
 import re
-import sqlite3
 from urllib.parse import urlsplit
 
 from flask import (
@@ -25,6 +24,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from device.errors import AccountDisabled, FacegateError
+from device.gallery.engines import DATABASE_ERRORS
 from device.web.audit import audit, audit_after
 from device.web.error_pages import sentence
 from device.web.roles import admin_required, current_user, login_required, sign_in, sign_out
@@ -120,7 +120,7 @@ def login() -> str | Response | tuple[str, int]:
     _limiter().forget(keys[1])
     try:
         sign_in(user)
-    except (sqlite3.Error, OSError) as error:  # a full disk: refused clearly, never a 500
+    except (DATABASE_ERRORS, OSError) as error:  # a full disk: refused clearly, never a 500
         current_app.logger.error("sign-in of %s failed: %s", user.name, error)
         session.clear()
         flash(UNWRITABLE, "error")

@@ -14,7 +14,6 @@ Roles: ``admin`` (everything) and ``viewer`` (the dashboard and the access log o
 from __future__ import annotations
 
 import functools
-import sqlite3
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 
 from flask import abort, current_app, flash, g, jsonify, redirect, request, session, url_for
 
+from device.gallery.engines import DATABASE_ERRORS
 from device.web.sessions import end_session, session_owner, start_session
 from device.web.users import User, get_user
 
@@ -56,7 +56,7 @@ def sign_out() -> None:
     browser is signed out, and the session ends on the door when it has been idle)."""
     try:
         end_session(current_app.config["DATABASE"], session.get("sid"))
-    except sqlite3.Error as error:  # a full disk: signing out must still work here
+    except DATABASE_ERRORS as error:  # a full disk: signing out must still work here
         current_app.logger.error("session not revoked on the door: %s", error)
     session.clear()
     g.user = None

@@ -22,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from device.gallery.engines import DATABASE_ERRORS
 from device.gallery.migrations import write_transaction
 from device.gallery.store import Gallery
 
@@ -109,12 +109,12 @@ def _write(gallery: Gallery, sql: str, params: list[str]) -> None:
     try:
         with write_transaction(gallery.db):
             gallery.db.execute(sql, params)
-    except sqlite3.Error as error:
+    except DATABASE_ERRORS as error:
         logger.warning("session bookkeeping not recorded (%s)", error)
         try:  # a failed COMMIT leaves its transaction open on this connection
             if gallery.db.conn.in_transaction:
                 gallery.db.conn.execute("ROLLBACK")
-        except sqlite3.Error:
+        except DATABASE_ERRORS:
             pass
 
 

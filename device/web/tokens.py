@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from device.errors import FacegateError, TokenNotFound
+from device.gallery.engines import OPERATIONAL_ERRORS
 from device.gallery.migrations import write_transaction
 from device.gallery.names import clean_name
 from device.gallery.store import Gallery
@@ -135,7 +135,7 @@ def authenticate(db_path: str | Path, token: str) -> TokenOwner | None:
                 with write_transaction(gallery.db):
                     gallery.db.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
                                        [_text(now), token_id])
-            except sqlite3.OperationalError as error:  # busy: bookkeeping must not refuse
+            except OPERATIONAL_ERRORS as error:  # busy: bookkeeping must not refuse
                 logger.warning("API token %s: last use not recorded (%s)", token_id, error)
     return TokenOwner(token_id, User(**row))
 

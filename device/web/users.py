@@ -32,7 +32,6 @@ import functools
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,6 +45,7 @@ from device.errors import (
     WeakPassword,
     WrongPassword,
 )
+from device.gallery.engines import INTEGRITY_ERRORS
 from device.gallery.migrations import write_transaction
 from device.gallery.names import clean_name
 from device.gallery.store import Gallery
@@ -240,7 +240,7 @@ def get_user(db_path: str | Path, user_id: str) -> User | None:
 
 def list_users(db_path: str | Path) -> list[User]:
     with Gallery(db_path) as gallery:
-        rows = gallery.db.query(f"SELECT {_COLUMNS} FROM users ORDER BY name COLLATE NOCASE")
+        rows = gallery.db.query(f"SELECT {_COLUMNS} FROM users ORDER BY lower(name), name")
         return [User(**row) for row in rows]
 
 
@@ -329,7 +329,7 @@ def _insert_user(gallery: Gallery, name: str, encoded: str, role: str) -> User:
         gallery.db.execute(
             "INSERT INTO users (id, name, password_hash, role, created_at, updated_at, version)"
             " VALUES (?, ?, ?, ?, ?, ?, 1)", [user.id, name, encoded, role, now, now])
-    except sqlite3.IntegrityError:
+    except INTEGRITY_ERRORS:
         raise UserExists(f"an account named {name!r} already exists") from None
     return user
 
