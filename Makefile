@@ -130,7 +130,8 @@ measure-subject: $(STAMP)
 		--cache var/subject-cache --json bench/results/enrolment-subject.json
 
 # Every benchmark, and facegate beside face_recognition (dlib) and OpenCV YuNet + SFace, in one
-# run: bench/results/ (comparison.json, summary.md, PNG plots, pipeline/search/daemon.json).
+# run: bench/results/ (comparison.json, summary.md, PNG plots, pipeline/search/daemon.json,
+# one-core.json).
 # The peers go into bench/.peers-venv, made on first use; SFace float32/int8 are built with
 # TensorFlow from .venv-train (make models-convert) or TF_PYTHON=path, else reported unbuilt.
 bench: $(STAMP)
@@ -140,6 +141,13 @@ bench: $(STAMP)
 # if bench/.peers-venv exists. Not part of CI (.ci/run runs make test).
 bench-quick: $(STAMP)
 	$(BIN)/python bench/compare.py --quick --out var/bench-quick
+
+# The one-core, one-thread profile alone (make bench runs it too): the door frame and the
+# still path stage by stage, pinned to core 0. On a Pi, without the dev extra:
+# .venv/bin/python bench/bench_one_core.py (docs/raspberry-pi.md, "Speed on a Pi").
+.PHONY: bench-one-core
+bench-one-core: $(STAMP)
+	$(BIN)/python bench/bench_one_core.py --json bench/results/one-core.json
 
 # Liveness (docs/liveness.md). models-liveness: Minivision's two pretrained MiniFASNet networks
 # (../shared/third_party) rebuilt in Keras and converted to TFLite, each checked against

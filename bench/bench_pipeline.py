@@ -4,7 +4,10 @@
 
 Frames are built from the real photos in tests/data: one face (an LFW photo placed on a
 640x480 frame, the size a door camera's detection stream has) and several faces (the couple
-photo scaled to 640x480). Prints a Markdown table; writes every figure and the machine to JSON.
+photo scaled to 640x480). The stages are the door's: detection, FaceMesh, alignment, quality,
+embedding, liveness (on by default at the door, ``device/liveness.py``) and matching; "whole
+door frame" is ``door_step``: the pipeline and the liveness check of every face. Prints a
+Markdown table; writes every figure and the machine to JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from device.gallery.matcher import Matcher  # noqa: E402
-from device.vision.pipeline import FacePipeline  # noqa: E402
+from device.liveness import LivenessCheck, liveness_loader  # noqa: E402
+from device.vision.pipeline import Face, FacePipeline  # noqa: E402
+from device.vision.quality import measure_quality  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 
@@ -42,19 +47,42 @@ def several_faces_frame() -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def timed(func, repeats: int) -> dict[str, float]:
-    func()  # warm-up: first runs allocate and pick kernels
+def door_step(pipeline: FacePipeline, liveness: LivenessCheck | None, frame: np.ndarray,
+              **process) -> list[Face]:
+    """What the door does with a frame before it votes: every face found (``process``'s
+    keywords: the door's ``max_faces`` and ``min_interocular_px``, or none for every face)
+    detected, located, aligned and embedded, then judged by the liveness check (None: off)."""
+    faces = pipeline.process(frame, **process)
+    if liveness is not None:
+        for face in faces:
+            liveness.judge(frame, face.box)
+    return faces
+
+
+def summarise(samples: list[float]) -> dict[str, float]:
+    """Milliseconds as every benchmark here reports them: median, 90th percentile, runs."""
+    ordered = sorted(samples)
+    return {"median_ms": round(statistics.median(ordered), 3),
+            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 3), "runs": len(ordered)}
+
+
+def timed(func, repeats: int, *, warm_up: int = 1) -> dict[str, float]:
+    """``repeats`` calls of ``func`` after ``warm_up`` untimed ones (first runs allocate and
+    pick kernels), summarised."""
+    for _ in range(warm_up):
+        func()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         func()
         samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return {"median_ms": round(statistics.median(samples), 3),
-            "p90_ms": round(samples[int(0.9 * (len(samples) - 1))], 3), "runs": repeats}
+    return summarise(samples)
 
 
-def bench_stages(pipeline: FacePipeline, repeats: int) -> dict[str, dict[str, float]]:
+def bench_stages(pipeline: FacePipeline, repeats: int,
+                 liveness: LivenessCheck | None = None) -> dict[str, dict[str, float]]:
+    """Each stage on the one-face frame, then the whole of it; with ``liveness``, its cost
+    per face and the whole door frame with it (as the door runs by default)."""
     frame = one_face_frame()
     encoded = cv2.imencode(".jpg", frame)[1].tobytes()
     detection = pipeline.detector.detect(frame)[0]
@@ -65,19 +93,28 @@ def bench_stages(pipeline: FacePipeline, repeats: int) -> dict[str, dict[str, fl
     gallery = rng.standard_normal((1000, pipeline.embedder.dim)).astype(np.float32)
     matcher = Matcher([f"p{i // 2}" for i in range(1000)], gallery)
     probe = pipeline.embed_crop(crop)
-    return {
+    stages = {
         "decode JPEG 640x480": timed(
             lambda: cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR), repeats),
         "detection": timed(lambda: pipeline.detector.detect(frame), repeats),
         "landmarks (FaceMesh)": timed(lambda: pipeline.mesh.locate(frame, detection), repeats),
         "alignment": timed(lambda: pipeline.aligner.align(frame, five, landmarks.points),
                            repeats),
+        "quality": timed(lambda: measure_quality(five, landmarks.points, crop), repeats),
         "embedding": timed(lambda: pipeline.embed_crop(crop), repeats),
-        "matching (1,000 templates)": timed(lambda: matcher.decide(probe, 0.5, 0.0), repeats),
-        "whole pipeline, 1 face": timed(lambda: pipeline.process(frame), repeats),
-        "whole pipeline, 2 faces": timed(lambda: pipeline.process(several_faces_frame()),
-                                         repeats),
     }
+    if liveness is not None:
+        stages["liveness (per face)"] = timed(lambda: liveness.judge(frame, detection.box),
+                                              repeats)
+    stages["matching (1,000 templates)"] = timed(lambda: matcher.decide(probe, 0.5, 0.0),
+                                                 repeats)
+    stages["whole pipeline, 1 face"] = timed(lambda: pipeline.process(frame), repeats)
+    two = several_faces_frame()
+    stages["whole pipeline, 2 faces"] = timed(lambda: pipeline.process(two), repeats)
+    if liveness is not None:
+        stages["whole door frame, 1 face, liveness on"] = timed(
+            lambda: door_step(pipeline, liveness, frame), repeats)
+    return stages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeats = 30 if args.quick else 200
     results = {}
+    liveness = LivenessCheck(liveness_loader())
     for alignment in ("similarity", "homography"):
         pipeline = FacePipeline.from_models_dir(alignment=alignment)
-        results[alignment] = bench_stages(pipeline, repeats)
+        results[alignment] = bench_stages(pipeline, repeats, liveness)
     print(f"| stage ({pipeline.model_name}) | similarity median ms | p90 ms "
           "| homography median ms | p90 ms |")
     print("|---|---|---|---|---|")
@@ -105,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                         "opencv": cv2.__version__, "numpy": np.__version__,
                         "threads": os.environ.get("FACEGATE_THREADS", "all cores")},
             "embedder": pipeline.model_name,
+            "liveness": liveness.model_name,
             "stages": results,
         }, indent=2))
     return 0

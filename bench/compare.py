@@ -6,9 +6,12 @@
 On this machine, in this run, on the same frames and the same images:
 
 - speed: our existing benchmarks (``bench_pipeline.py`` per stage, ``bench_search.py``,
-  ``bench_daemon.py``), run as they are, their JSON read back; then the same 640x480 frames
-  (one face, two faces, a group) through our pipeline and through each peer, every face found
-  detected and embedded, median and 90th percentile per frame;
+  ``bench_daemon.py``, ``bench_one_core.py``: one core, one thread), run as they are, their
+  JSON read back; then the same 640x480 frames (one face, two faces, a group) through our
+  pipeline and through each peer, every face found detected and embedded (and, for us, judged
+  by the liveness check, which the door runs by default), median and 90th percentile per
+  frame; and still photos as a user meets them: ``facegate embed`` on 200 LFW photos in one
+  process, start-up included, beside each peer's runner on the same files;
 - accuracy: every system embeds ``../shared/data/lfw-a`` and ``lfw-a-singles`` (the largest
   face of each image; an image with no face found is a miss) and ``training/evaluate.py``
   scores all of them with the same code: the same 6,000 pairs, the same enrolled photo per
@@ -52,10 +55,17 @@ for path in (str(ROOT), str(BENCH)):
 
 import embedder_variants  # noqa: E402
 import summary  # noqa: E402
-from bench_pipeline import bench_stages, one_face_frame, several_faces_frame  # noqa: E402
+from bench_pipeline import (  # noqa: E402
+    bench_stages,
+    door_step,
+    one_face_frame,
+    several_faces_frame,
+    summarise,
+)
 from bench_search import _cpu_model  # noqa: E402
 from peers import environment  # noqa: E402
 
+from device.liveness import LivenessCheck, liveness_loader  # noqa: E402
 from device.vision.pipeline import FacePipeline  # noqa: E402
 from training import evaluate  # noqa: E402
 
@@ -66,6 +76,8 @@ QUICK_PEOPLE, QUICK_STRANGERS, QUICK_MAX_IMAGES = 30, 30, 8
 FRAME_ROUNDS = {"full": 3, "quick": 1}
 FRAME_REPEATS = {"full": {"stages": 200, "facegate": 70, "peers": 17},
                  "quick": {"stages": 20, "facegate": 20, "peers": 5}}
+STILL_PHOTOS = {"full": 200, "quick": 50}  # LFW photos per process
+STILL_ROUNDS = {"full": 3, "quick": 1}
 
 
 def log(message: str) -> None:
@@ -133,13 +145,6 @@ def write_frames(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def summarise(samples: list[float]) -> dict[str, float]:
-    """Median and 90th percentile, as bench_pipeline.timed reports them."""
-    ordered = sorted(samples)
-    return {"median_ms": round(statistics.median(ordered), 3),
-            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 3), "runs": len(ordered)}
-
-
 def sample_ms(function, repeats: int) -> list[float]:
     """Milliseconds of each of ``repeats`` calls, after one warm-up call."""
     function()
@@ -151,13 +156,17 @@ def sample_ms(function, repeats: int) -> list[float]:
     return samples
 
 
-def run_ours(pipeline: FacePipeline, frames: dict[str, Path], repeats: int) -> dict:
-    """One round of our pipeline on every frame, every face embedded: ms per run."""
+def run_ours(pipeline: FacePipeline, liveness: LivenessCheck, frames: dict[str, Path],
+             repeats: int) -> dict:
+    """One round of ours on every frame: ms per run of what the door does (every face
+    detected, located, aligned, embedded and judged live or not: ``whole``), and of the
+    pipeline alone (``without liveness``)."""
     results = {}
     for name, path in frames.items():
         frame = cv2.imread(str(path))
         results[name] = {"faces": len(pipeline.process(frame)), "samples_ms": {
-            "whole": sample_ms(lambda f=frame: pipeline.process(f), repeats)}}
+            "whole": sample_ms(lambda f=frame: door_step(pipeline, liveness, f), repeats),
+            "without liveness": sample_ms(lambda f=frame: pipeline.process(f), repeats)}}
     return results
 
 
@@ -180,11 +189,12 @@ def time_frames(frames: dict[str, Path], peers: dict[str, Path], models: Path | 
     measurement, taken first."""
     rounds, repeats = FRAME_ROUNDS[mode], FRAME_REPEATS[mode]
     pipeline = FacePipeline.from_models_dir()
-    systems = {"facegate": {"stages": bench_stages(pipeline, repeats["stages"])}}
+    liveness = LivenessCheck(liveness_loader())  # the door's default: on, the default model
+    systems = {"facegate": {"stages": bench_stages(pipeline, repeats["stages"], liveness)}}
     pooled: dict[str, dict] = {}
     for round_ in range(rounds):
         log(f"timing frames, round {round_ + 1} of {rounds} ...")
-        measured = {"facegate": run_ours(pipeline, frames, repeats["facegate"])}
+        measured = {"facegate": run_ours(pipeline, liveness, frames, repeats["facegate"])}
         for system, python in peers.items():
             systems.setdefault(system, {})["info"], measured[system] = run_peer(
                 python, system, frames, repeats["peers"], models, scratch)
@@ -199,8 +209,98 @@ def time_frames(frames: dict[str, Path], peers: dict[str, Path], models: Path | 
             frame: {"faces": entry["faces"],
                     **{key: summarise(s) for key, s in entry["samples_ms"].items()}}
             for frame, entry in per_frame.items()}
+    systems["facegate"]["liveness"] = liveness.model_name
     return {"rounds": rounds, "repeats_per_round": repeats,
             "files": {k: str(v) for k, v in frames.items()}, "systems": systems}
+
+
+# --- speed on still photos, one process per system ----------------------------------------
+
+def still_photos(folder: Path, count: int) -> list[Path]:
+    """``count`` photos of ``folder`` (lfw-a-singles: one photo each of 500 people, 250x250,
+    so no person comes twice, and only ever strangers here, never trained on), evenly spaced
+    through their sorted list."""
+    photos = sorted(folder.glob("*/*.jpg"))
+    if len(photos) < count:
+        raise SystemExit(f"compare: {folder} has {len(photos)} photos, {count} are needed")
+    return [photos[i * len(photos) // count] for i in range(count)]
+
+
+def still_commands(peers: dict[str, Path], models: Path | None) -> dict:
+    """Per system, a function of a list of photos giving the command that embeds them all in
+    one new process, and one giving how many of them it found a face in from its output."""
+    script = Path(sys.executable).parent / "facegate"  # the console script of this venv
+    facegate = [str(script)] if script.is_file() else [sys.executable, "-m", "device"]
+    commands = {"facegate": (
+        lambda photos, out: [*facegate, "embed", *map(str, photos)],
+        lambda out: sum(1 for line in out.read_text().splitlines()
+                        if json.loads(line).get("faces")))}
+    for system, python in peers.items():
+        def command(photos, out, system=system, python=python):
+            listing = out.with_suffix(".txt")
+            listing.write_text("\n".join(map(str, photos)) + "\n")
+            return [str(python), str(BENCH / "peers" / "run_peer.py"), system, "embed",
+                    "--models", str(models), "--list", str(listing),
+                    "--out", str(out.with_suffix(".npz"))]
+
+        commands[system] = (command, lambda out: int(np.load(out.with_suffix(".npz"))
+                                                     ["found"].sum()))
+    return commands
+
+
+def wall_seconds(command: list[str], out: Path) -> float:
+    """Seconds from starting ``command`` to its exit, its stdout to ``out``."""
+    with out.open("w") as stdout:
+        started = time.perf_counter()
+        subprocess.run(command, check=True, cwd=ROOT, stdout=stdout)
+        return time.perf_counter() - started
+
+
+def time_stills(photos_folder: Path, peers: dict[str, Path], models: Path | None,
+                scratch: Path, mode: str) -> dict:
+    """Each system embeds the same N photos in one process, timed from outside, start-up
+    (interpreter, imports, models) included, and the first of them alone in another; the
+    difference over N - 1 is the time per photo once started. Interleaved rounds (every system
+    once, again and again) after one untimed run each (files in the page cache); medians."""
+    count, rounds = STILL_PHOTOS[mode], STILL_ROUNDS[mode]
+    photos = still_photos(photos_folder, count)
+    commands = still_commands(peers, models)
+    folder = scratch / "stills"
+    folder.mkdir(parents=True, exist_ok=True)
+    for system, (command, _) in commands.items():
+        warm_up = folder / f"{system}-warm-up.out"
+        wall_seconds(command(photos[:1], warm_up), warm_up)
+    runs: dict[str, dict[str, list[float]]] = {s: {"all": [], "one": []} for s in commands}
+    found = {}
+    for round_ in range(rounds):
+        log(f"timing {count} still photos, one process per system, round {round_ + 1} of "
+            f"{rounds} ...")
+        for system, (command, count_found) in commands.items():
+            for key, chosen in (("one", photos[:1]), ("all", photos)):
+                out = folder / f"{system}-{key}.out"
+                runs[system][key].append(wall_seconds(command(chosen, out), out))
+            found[system] = count_found(folder / f"{system}-all.out")
+    systems = {}
+    for system, measured in runs.items():
+        whole = statistics.median(measured["all"])
+        after_start = statistics.median((a - o) / (count - 1)
+                                        for a, o in zip(measured["all"], measured["one"],
+                                                        strict=True))
+        systems[system] = {
+            "photos_with_a_face": found[system],
+            "wall_s": [round(t, 3) for t in measured["all"]],
+            "one_photo_wall_s": [round(t, 3) for t in measured["one"]],
+            "ms_per_photo_with_startup": round(1e3 * whole / count, 2),
+            "ms_per_photo_after_startup": round(1e3 * after_start, 2),
+            "startup_s": round(statistics.median(measured["one"]) - after_start, 3)}
+    return {"folder": str(photos_folder), "photos": count, "rounds": rounds,
+            "choice": f"{count} of the folder's photos, evenly spaced through the sorted list",
+            "files": [str(p) for p in photos],
+            "commands": {"facegate": "facegate embed PHOTO ... (one JSON line a photo; "
+                                     "thorough=True, every face embedded)",
+                         **{s: f"bench/peers/run_peer.py {s} embed --list PHOTOS.txt "
+                               "(the largest face of each photo)" for s in peers}},
+            "systems": systems}
 
 
 # --- accuracy -----------------------------------------------------------------------------
@@ -428,12 +528,16 @@ def main(argv: list[str] | None = None) -> int:
     frames = write_frames(args.cache / "frames")
     report["frames"] = time_frames(frames, peers, models, args.cache, mode)
     report["frames"]["load_average_after"] = load_average()
+    report["stills"] = time_stills(args.data / "lfw-a-singles", peers, models, args.cache, mode)
+    report["stills"]["load_average_after"] = load_average()
     report["embedder_precisions"] = time_precisions(args.cache, frames["one face"], mode)
 
     suffix = "-quick" if args.quick else ""
     for name in ("pipeline", "search", "daemon"):
         report[name] = run_bench_script(f"bench_{name}.py", args.out / f"{name}{suffix}.json",
                                         args.quick)
+    report["one_core"] = run_bench_script("bench_one_core.py",
+                                          args.out / f"one-core{suffix}.json", args.quick)
 
     folders = (args.data / "lfw-a", args.data / "lfw-a-singles")
     if args.quick:

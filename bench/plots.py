@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 NAMES = {"facegate": "facegate", "face_recognition": "face_recognition (dlib)",
          "yunet_sface": "OpenCV YuNet + SFace"}
 COLOURS = {"facegate": "#1b7837", "face_recognition": "#b2182b", "yunet_sface": "#2166ac"}
-OUR_STAGES = ("detection", "landmarks (FaceMesh)", "alignment", "embedding")
+OUR_STAGES = ("detection", "landmarks (FaceMesh)", "alignment", "embedding",
+              "liveness (per face)")
 FRAMES = ("one face", "two faces", "group")
 
 
@@ -34,7 +35,7 @@ def latency(report: dict, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8),
                                       gridspec_kw={"width_ratios": [1.3, 1]})
     ours = systems["facegate"]["stages"]
-    stages = [(s, ours[s]["median_ms"]) for s in OUR_STAGES]
+    stages = [(s, ours[s]["median_ms"]) for s in OUR_STAGES if s in ours]
     whole = systems["facegate"]["frames"]["one face"]["whole"]["median_ms"]
     stages.append(("other (quality, bookkeeping)", max(0.0, whole - sum(ms for _, ms in stages))))
     bars = [("facegate", stages)]
@@ -45,7 +46,8 @@ def latency(report: dict, path: Path) -> None:
                                 ("landmarks, alignment, embedding",
                                  frame["embedding (all faces)"]["median_ms"])]))
     shades = {"detection": "#fdb863", "landmarks (FaceMesh)": "#b2abd2", "alignment": "#8073ac",
-              "embedding": "#5e3c99", "other (quality, bookkeeping)": "#d9d9d9",
+              "embedding": "#5e3c99", "liveness (per face)": "#e08214",
+              "other (quality, bookkeeping)": "#d9d9d9",
               "landmarks, alignment, embedding": "#de77ae"}
     seen = set()
     for row, (system, stages) in enumerate(bars):
@@ -77,7 +79,8 @@ def latency(report: dict, path: Path) -> None:
     right.set_yscale("log")
     right.set_xticks(range(len(FRAMES)), FRAMES)
     right.set_ylabel("ms per frame, median (log scale)")
-    right.set_title("Whole frame: detect and embed every face (faces found)")
+    right.set_title("Whole frame: detect and embed every face (faces found)"
+                    + ("\nours with the liveness check" if "liveness (per face)" in ours else ""))
     right.legend(fontsize=8, loc="upper left")
     right.set_ylim(top=right.get_ylim()[1] * 3)
     _save(fig, path)
@@ -133,6 +136,12 @@ def roc(report: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("report", type=Path, help="comparison.json")
@@ -152,8 +161,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
