@@ -11,7 +11,6 @@ import difflib
 import json
 import logging
 import re
-import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -33,6 +32,7 @@ from device.errors import (
 )
 from device.events import KINDS as EVENT_KINDS
 from device.events import EventLog, format_event_line, parse_since
+from device.gallery.engines import DATABASE_ERRORS
 from device.gallery.store import Gallery, Template
 from device.identification import Decision, Identifier, embedder_name
 from device.liveness import LivenessCheck, LivenessSettings, liveness_loader
@@ -54,9 +54,14 @@ def _config(args: argparse.Namespace) -> Config:
     return args._config
 
 
-def _db_path(args: argparse.Namespace) -> Path:
-    """``--db`` if given, else the configuration's database (``<data dir>/facegate.db``)."""
-    return args.db if getattr(args, "db", None) else _config(args).paths.database
+def _db_path(args: argparse.Namespace) -> Path | str:
+    """``--db`` if given, else the site's PostgreSQL when the configuration is a site
+    server's (``[site] database``: every gallery command then works on the whole site),
+    else the configuration's database (``<data dir>/facegate.db``)."""
+    if getattr(args, "db", None):
+        return args.db
+    config = _config(args)
+    return config.site.database or config.paths.database
 
 
 # --- output helpers -------------------------------------------------------------------------
@@ -109,7 +114,7 @@ def _door_config(args: argparse.Namespace) -> Config:
     config = _config(args)
     # A --db named on the command line must be there (a typo is no "door without settings").
     database = _existing_db(args) if getattr(args, "db", None) else _db_path(args)
-    if not database.exists():
+    if isinstance(database, Path) and not database.exists():
         return config
     try:
         return apply_site_settings(config, read_site_settings(database))
@@ -120,10 +125,13 @@ def _door_config(args: argparse.Namespace) -> Config:
         return config
 
 
-def _existing_db(args: argparse.Namespace) -> Path:
+def _existing_db(args: argparse.Namespace) -> Path | str:
     """The database a command reads: it must be there. A mistyped ``--db`` or ``--data-dir``
-    is one sentence, never a new empty gallery that silently answers "nobody"."""
+    is one sentence, never a new empty gallery that silently answers "nobody". (A site's
+    PostgreSQL is there or not: connecting says which.)"""
     path = _db_path(args)
+    if isinstance(path, str):
+        return path
     if path.is_dir():
         raise FacegateError(f"{path} is a folder, not a database file")
     if not path.exists():
@@ -132,9 +140,11 @@ def _existing_db(args: argparse.Namespace) -> Path:
     return path
 
 
-def _new_or_existing_db(args: argparse.Namespace) -> Path:
+def _new_or_existing_db(args: argparse.Namespace) -> Path | str:
     """The database a command may create (``enroll``, ``admin add``), its folder made."""
     path = _db_path(args)
+    if isinstance(path, str):
+        return path
     if path.is_dir():
         raise FacegateError(f"{path} is a folder, not a database file")
     try:
@@ -150,9 +160,12 @@ def _open_gallery(args: argparse.Namespace, *, create: bool = False) -> Gallery:
 
 
 def _open_events(args: argparse.Namespace) -> EventLog:
-    # Snapshots live beside the database they belong to, also when --db names another file.
+    # Snapshots live beside the database they belong to, also when --db names another file;
+    # a site server's in its data folder.
     database = _existing_db(args)
-    return EventLog(database, database.parent / SNAPSHOTS_FOLDER, door_id=_config(args).door.id)
+    snapshots = (_config(args).paths.snapshots if isinstance(database, str)
+                 else database.parent / SNAPSHOTS_FOLDER)
+    return EventLog(database, snapshots, door_id=_config(args).door.id)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -611,7 +624,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     # (a fresh door: info still tells its models and settings).
     named = args.db is not None or args.data_dir is not None
     database = _existing_db(args) if named else _db_path(args)
-    gallery = Gallery(database) if database.exists() else None
+    gallery = Gallery(database) if isinstance(database, str) or database.exists() else None
     try:
         configured = args.model or config.recognition.model or None
         embedder = load_card(embedder_name(gallery, configured) if gallery else
@@ -750,6 +763,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from device.backup import backup_to_folder
 
     database = _db_path(args)
+    if isinstance(database, str):
+        raise FacegateError("a site's store is PostgreSQL: back it up with pg_dump "
+                            "(docs/site.md), not facegate backup")
     if not database.exists():
         raise FacegateError(f"no database at {database} to back up (check --data-dir)")
     if args.keep is not None and args.keep < 1:
@@ -764,6 +780,40 @@ def cmd_backup(args: argparse.Namespace) -> int:
     print(f"backup: {made} ({made.stat().st_size} bytes)", flush=True)
     for old in removed:
         print(f"removed: {old}", flush=True)
+    return 0
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    """The site server (``serve``) and its doors (``door add|list|remove``): docs/site.md."""
+    from device.site.doors import add_door, list_doors, remove_door
+    from device.site.server import serve, site_database
+
+    config = _config(args)
+    if args.action == "serve":
+        if args.door_action or args.door_id:
+            raise FacegateError("site serve takes no door action")
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return serve(config)
+    database = site_database(config)
+    if args.door_action is None:
+        raise FacegateError("site door needs add, list or remove")
+    if args.door_action == "list":
+        for door in list_doors(database):
+            state = "active" if door.is_active else f"removed {door.removed_at}"
+            print(f"{door.id}\t{state}\tlast contact {door.last_contact_at or 'never'}\t"
+                  f"replica seq {door.replica_seq}\t{door.pending_events} events pending",
+                  flush=True)
+        return 0
+    if not args.door_id:
+        raise FacegateError(f"site door {args.door_action} needs the door's id (its door.id)")
+    if args.door_action == "add":
+        # The credential alone on stdout, ready for: ... > /etc/facegate/site-token
+        print(add_door(database, args.door_id), flush=True)
+        _warn(f"door {args.door_id} registered: save the line above as that door's "
+              "site.token_file (readable by facegate only); it is not shown again")
+        return 0
+    remove_door(database, args.door_id)
+    _warn(f"door {args.door_id} removed: its credential is refused from now on")
     return 0
 
 
@@ -1017,6 +1067,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="then remove all but the newest N dated backups in DIR (default: "
                           "keep them all)")
 
+    sub = command("site", cmd_site,
+                  "A site of many doors (docs/site.md): serve runs the site server on "
+                  "[site] database and listen; door add ID registers a door and prints its "
+                  "credential once, door list shows each door's last contact, replica and "
+                  "pending events, door remove ID refuses its credential.", model=False)
+    sub.add_argument("action", choices=["serve", "door"])
+    sub.add_argument("door_action", nargs="?", choices=["add", "list", "remove"],
+                     metavar="add|list|remove")
+    sub.add_argument("door_id", nargs="?", metavar="ID", help="the door's door.id")
+
     sub = command("demo", cmd_demo,
                   "Enrol the bundled demo people and identify the other photos.", model=False)
     sub.add_argument("--folder", type=Path, default=PROJECT_DIR / "tests" / "data",
@@ -1034,7 +1094,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except FacegateError as exc:
         _warn(str(exc))
-    except sqlite3.Error as exc:  # a file that is no database, a disk that fails
+    except DATABASE_ERRORS as exc:  # a file that is no database, a disk that fails, a
+        # site's PostgreSQL that is away
         config = getattr(args, "_config", None)
         named = getattr(args, "db", None) or (config.paths.database if config else None)
         _warn(f"{named or 'the database'}: {exc}")

@@ -196,6 +196,42 @@ def _base_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def _postgres_url(value: Any) -> str:
+    if value == "" or (isinstance(value, str) and value.isprintable()
+                       and value.startswith(("postgresql://", "postgres://"))):
+        return value
+    raise _Invalid('must be "" or a PostgreSQL connection string, such as '
+                   '"postgresql://facegate@127.0.0.1:5432/facegate"')
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """``"90s"``, ``"15m"``, ``"24h"``, ``"7d"`` (or ``"0"``: never) in seconds."""
+    if value in ("0", 0):
+        return 0.0
+    match = isinstance(value, str) and _DURATION.fullmatch(value.strip())
+    if not match:
+        raise _Invalid('must be a duration such as "15m", "24h" or "7d", or "0" for never')
+    return float(match[1]) * _SECONDS[match[2]]
+
+
+def _duration(value: Any) -> str:
+    parse_duration(value)
+    return value
+
+
+STALE_POLICIES = ("keep", "deny", "allow-list")
+
+
+def _stale_policy(value: Any) -> str:
+    if value not in STALE_POLICIES:
+        raise _Invalid(f"must be one of {', '.join(repr(p) for p in STALE_POLICIES)}")
+    return value
+
+
 # --- The sections --------------------------------------------------------------------------
 
 
@@ -339,6 +375,45 @@ class MqttConfig:
         return parse_mqtt_url(self.url)[2]
 
 
+@dataclass(frozen=True)
+class SiteConfig:
+    """``[site]``: a site of many doors (docs/site.md).
+
+    At the site server (``facegate site serve``): ``database``, its PostgreSQL, and
+    ``listen``. At a member door: ``url``, the site server's address, ``token_file``, the
+    door's credential (``facegate site door add``), ``ca_file`` to trust a site certificate
+    of the site's own CA, how often it asks for changes (``poll_seconds``; a retained MQTT
+    nudge is sooner), checks its replica's digest (``digest_minutes``), and what it does
+    when it has not heard from the site for ``max_replica_age``: ``when_stale = "keep"``
+    (go on deciding from the replica), ``"deny"`` (let nobody in) or ``"allow-list"``
+    (only the people named in ``stale_allow``, comma-separated names).
+    """
+
+    database: str = _key("", check=_postgres_url)
+    listen: str = _key("127.0.0.1:8443", check=_listen)
+    url: str = _key("", check=_base_url)
+    token_file: Path | None = _key()
+    ca_file: Path | None = _key()
+    poll_seconds: float = _key(60.0, low=1, high=3600)
+    digest_minutes: float = _key(60.0, low=1, high=10080)
+    max_replica_age: str = _key("24h", check=_duration)
+    when_stale: str = _key("keep", check=_stale_policy)
+    stale_allow: str = _key("")
+
+    @property
+    def is_member(self) -> bool:
+        """Whether this door belongs to a site (takes its gallery from the site's)."""
+        return bool(self.url)
+
+    @property
+    def max_replica_age_seconds(self) -> float:
+        return parse_duration(self.max_replica_age)
+
+    @property
+    def stale_allowed_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.stale_allow.split(",") if name.strip())
+
+
 def _default_data_dir() -> Path:
     return Places().data_dir()
 
@@ -368,6 +443,7 @@ SECTIONS: dict[str, type] = {
     "web": WebConfig,
     "paths": PathsConfig,
     "mqtt": MqttConfig,
+    "site": SiteConfig,
 }
 
 
@@ -384,6 +460,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    site: SiteConfig = field(default_factory=SiteConfig)
     file: Path | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:

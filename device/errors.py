@@ -228,3 +228,18 @@ class DataDirInUse(FacegateError):
     would both drive the relay and race on the access log."""
 
     code = "data_dir_in_use"
+
+
+class ReplicaReadOnly(FacegateError):
+    """This door is a member of a site (``[site] url``): its gallery is the site's replica,
+    changed by the site only. Enrol, edit and remove people at the site server's page or
+    CLI; the door picks the change up within a minute."""
+
+    code = "replica_read_only"
+
+
+class SiteUnreachable(FacegateError):
+    """The site server could not be reached, or answered with an error, on the sync API. A
+    member door goes on deciding from its replica and tries again."""
+
+    code = "site_unreachable"

@@ -31,6 +31,7 @@ from device.daemon.systemd import Notifier
 from device.daemon.votes import Verdict, Vote, VoteTracker
 from device.door import Door
 from device.events import EventLog
+from device.gallery.store import Person
 from device.identification import Decision, Identification, Identifier
 from device.liveness import Liveness, LivenessCheck, LivenessSettings, attack_sentence
 from device.vision.quality import QualityGate
@@ -93,6 +94,9 @@ class DoorLoop:
         self.grants = 0
         # Called with the monotonic time once per step (the daemon polls site settings here).
         self.on_each_frame: Callable[[float], None] | None = None
+        # A refusal beside the person's own access rules (a member door's replica too old:
+        # device.site.member.SiteLink.refusal); None: none.
+        self.extra_refusal: Callable[[Person], str | None] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -234,6 +238,8 @@ class DoorLoop:
         self._quiet_until[person_id] = now + self.settings.cooldown_seconds
         person = self.identifier.person(person_id)
         refusal = "removed" if person is None else access_refusal(person, self.local_time())
+        if refusal is None and self.extra_refusal is not None:
+            refusal = self.extra_refusal(person)
         if refusal is None:
             self.door.grant()  # the relay first: logging must never delay the door
             self.grants += 1

@@ -35,6 +35,7 @@ from device.events import EventLog, Retention
 from device.gallery.store import Gallery
 from device.identification import Decision, Identifier, embedder_name
 from device.liveness import LivenessCheck, LivenessSettings, liveness_loader
+from device.site.member import SiteLink
 from device.site_settings import apply_site_settings, read_site_settings, site_settings_seq
 from device.vision.pipeline import FacePipeline
 
@@ -81,10 +82,22 @@ def liveness_check(config: Config) -> LivenessCheck:
 
 
 def open_event_log(config: Config, outbox: OutboxFeed | None = None) -> EventLog:
-    """The daemon's access log; ``outbox``: also queue each event for the broker."""
+    """The daemon's access log; ``outbox``: also queue each event for the broker; a member
+    of a site (``[site] url``) also queues each for the site."""
     return EventLog(config.paths.database, config.paths.snapshots, door_id=config.door.id,
                     retention=retention_for(config), frames=config.events.snapshot_frames,
-                    outbox=outbox)
+                    outbox=outbox, uplink=config.site.is_member)
+
+
+def start_site_link(config: Config) -> SiteLink:
+    """A member door's link to its site, started (it syncs in the background: a site that is
+    away makes the replica older, never the door slower)."""
+    link = SiteLink(config.site, config.paths.database, config.paths.snapshots)
+    state = link.state()
+    log.info("member of the site %s: replica at seq %d, last heard %s; syncing every %g s",
+             config.site.url, state.seq, state.heard_at or "never", config.site.poll_seconds)
+    link.start()
+    return link
 
 
 def start_mqtt(config: Config, door: Door) -> MqttPublisher:
@@ -250,6 +263,7 @@ def _run_locked(config: Config, *, camera_spec: str | None, exit_at_end: bool,
                 door_events.put((kind, detail)))
     web: WebServer | None = None
     publisher: MqttPublisher | None = None
+    site_link: SiteLink | None = None
     marker: Path | None = None
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -299,6 +313,9 @@ def _run_locked(config: Config, *, camera_spec: str | None, exit_at_end: bool,
                             door_events=door_events, notifier=notifier, live=live,
                             liveness=liveness)
             loop.on_each_frame = SiteSettingsWatch(file_config, loop, door, events).poll
+            if config.site.is_member:
+                site_link = start_site_link(config)
+                loop.extra_refusal = site_link.refusal
             if config.web.enabled:
                 try:
                     web = start_web(config, door, live)
@@ -329,6 +346,8 @@ def _run_locked(config: Config, *, camera_spec: str | None, exit_at_end: bool,
         door.close()  # fail-secure: the relay is de-energised whatever happened above
         if publisher is not None:
             publisher.close()  # the last events and state, then "offline"
+        if site_link is not None:
+            site_link.stop()
         if web is not None:
             web.close()
         if marker is not None:

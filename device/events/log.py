@@ -56,6 +56,7 @@ from device.events.text import journal_line
 from device.gallery.engines import DATABASE_ERRORS, insertion_order, time_ordered_id
 from device.gallery.migrations import write_transaction
 from device.gallery.store import open_database
+from device.site.uplink import add_row as uplink_row
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ class EventLog:
     stores one snapshot; both are there for tests.
 
     ``outbox``: write each event's outgoing message to the outbox with its row (None, the
-    default: nothing is written there; MQTT is off).
+    default: nothing is written there; MQTT is off). ``uplink``: queue each event for the
+    site with its row (a member door, ``[site] url``; :mod:`device.site.uplink`).
 
     One object per thread, as with the gallery: the sqlite3 connection refuses to be
     shared. A daemon that enforces retention from a timer thread opens a second EventLog.
@@ -103,6 +105,7 @@ class EventLog:
         busy_timeout_s: float = 5.0,
         unsaved_path: str | Path | None = None,
         outbox: OutboxFeed | None = None,
+        uplink: bool = False,
     ) -> None:
         if not door_id or not isinstance(door_id, str):
             raise ValueError("door_id must be a non-empty string (the door's name in the log)")
@@ -114,6 +117,7 @@ class EventLog:
         self._unsaved: dict[str, Event] = {}  # id -> event, in the order they happened
         self.door_id = door_id
         self.outbox = outbox
+        self.uplink = uplink
         self.retention = retention if retention is not None else Retention()
         self.frames = frames
         self.snapshots = Snapshots(Path(snapshots_dir), write_file)
@@ -242,6 +246,8 @@ class EventLog:
             )
             if self.outbox is not None:  # the same transaction: both rows, or neither
                 outbox.add_row(self.db, event, self.outbox)
+            if self.uplink:
+                uplink_row(self.db, event.id, event.at)
         self._outbox_added()
 
     def _outbox_added(self) -> None:
@@ -320,6 +326,8 @@ class EventLog:
             list(row.values()))
         if cursor.rowcount == 1 and self.outbox is not None:
             outbox.add_row(self.db, event, self.outbox)
+        if cursor.rowcount == 1 and self.uplink:
+            uplink_row(self.db, event.id, event.at)
         return cursor.rowcount == 1
 
     def _print(self, event: Event) -> None:

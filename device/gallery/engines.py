@@ -54,15 +54,17 @@ class SchemaWords:
     blob: str  # bytes: embeddings, crops
     real: str  # a double: SQLite's REAL is 8 bytes, PostgreSQL's only 4
     serial_key: str  # an integer key that only grows and is never reused
+    big_integer: str  # 64 bits (PostgreSQL's INTEGER has 32; SQLite's every integer 64)
     now: str  # the time now as the Python side writes times: UTC, milliseconds, "Z"
 
 
 SQLITE_WORDS = SchemaWords(
     blob="BLOB", real="REAL", serial_key="INTEGER PRIMARY KEY AUTOINCREMENT",
+    big_integer="INTEGER",
     now="strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")
 POSTGRES_WORDS = SchemaWords(
     blob="BYTEA", real="DOUBLE PRECISION",
-    serial_key="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    serial_key="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", big_integer="BIGINT",
     now="""to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')""")
 
 

@@ -422,6 +422,66 @@ def _users_disabled_and_last_sign_in(db: Database) -> None:
     db.execute("ALTER TABLE users ADD COLUMN last_sign_in_at TEXT")
 
 
+def _create_site_tables(db: Database) -> None:
+    # A site of many doors (docs/site.md). At the site's store: the doors registered with it,
+    # each with the SHA-256 of its credential (shown once, as API tokens are) and what the
+    # site last heard from it. At a member door: where its replica of the site's gallery
+    # stands (the site's change seq reached, when it last heard from the site, the digest
+    # check), and the uplink: the door's events waiting to go up to the site, written in the
+    # same transaction as the event and removed once the site has acknowledged it. Both
+    # ends have every table (one schema); each uses its own.
+    words = schema_words(db)
+    db.execute(
+        f"""
+        CREATE TABLE site_doors (
+            id TEXT PRIMARY KEY NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            removed_at TEXT,
+            last_contact_at TEXT,
+            replica_seq {words.big_integer} NOT NULL DEFAULT 0,
+            replica_model TEXT,
+            pending_events INTEGER NOT NULL DEFAULT 0,
+            version INTEGER NOT NULL DEFAULT 1
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE site_replica (
+            key TEXT PRIMARY KEY NOT NULL,
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        f"""
+        CREATE TABLE uplink (
+            seq {words.serial_key},
+            event_id TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX uplink_event ON uplink (event_id)")
+    _uplink_follows_events(db)
+
+
+def _uplink_follows_events(db: Database) -> None:
+    """An event removed by retention before it went up leaves the uplink with it (an erased
+    person's event goes up as it now is, without them: the row is read when it is sent)."""
+    if is_postgres(db):
+        db.execute(
+            "CREATE FUNCTION uplink_forget_event() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN DELETE FROM uplink WHERE event_id = OLD.id; RETURN NULL; END $$")
+        db.execute("CREATE TRIGGER events_delete_uplink AFTER DELETE ON events"
+                   " FOR EACH ROW EXECUTE FUNCTION uplink_forget_event()")
+        return
+    db.execute("CREATE TRIGGER events_delete_uplink AFTER DELETE ON events BEGIN"
+               " DELETE FROM uplink WHERE event_id = OLD.id; END")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "people, templates and the change log", _create_people_templates_changes),
     Migration(2, "the access log (events)", _create_events),
@@ -431,4 +491,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "the admin page's sessions", _create_sessions),
     Migration(7, "the outbox of events waiting to be published", _create_outbox),
     Migration(8, "disabled accounts and their last sign-in", _users_disabled_and_last_sign_in),
+    Migration(9, "a site's doors, a door's replica and its uplink", _create_site_tables),
 )
+SITE_SCHEMA = 9  # the first version with site_doors, site_replica and uplink

@@ -37,9 +37,16 @@ from device.errors import (
     GalleryUnreadable,
     ModelMismatch,
     PersonNotFound,
+    ReplicaReadOnly,
 )
 from device.gallery.engines import PostgresDatabase, is_postgres_location
-from device.gallery.migrations import MIGRATIONS, Migration, migrate, write_transaction
+from device.gallery.migrations import (
+    MIGRATIONS,
+    SITE_SCHEMA,
+    Migration,
+    migrate,
+    write_transaction,
+)
 from device.gallery.names import clean_name, clean_optional_name
 
 # Bytes on disk are little-endian whatever the machine, so a gallery file can be copied
@@ -138,6 +145,7 @@ class Gallery:
         self.db, self.path = open_database(path, busy_timeout_s=busy_timeout_s,
                                            migrations=migrations)
         self.location = str(path)
+        self._site_tables = len(migrations) >= SITE_SCHEMA
 
     def close(self) -> None:
         self.db.close()
@@ -147,6 +155,18 @@ class Gallery:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def refuse_if_replica(self) -> None:
+        """Raise :class:`ReplicaReadOnly` when this gallery is a member door's replica of its
+        site's: every front's change of people and templates comes through here, so a
+        member door never enrols, edits or removes behind the site's back (one rule, one
+        place; :mod:`device.site.replica` alone writes a replica)."""
+        if not self._site_tables:  # a file of an older schema (tests open those)
+            return
+        if self.db.execute("SELECT 1 FROM site_replica WHERE key = 'site'").fetchone():
+            raise ReplicaReadOnly(
+                "this door's gallery is its site's (it is a member: [site] url): enrol, edit "
+                "and remove people at the site server, and the door follows within a minute")
 
     # --- People ----------------------------------------------------------------------------
 
@@ -166,6 +186,7 @@ class Gallery:
             version=1,
         )
         with write_transaction(self.db):
+            self.refuse_if_replica()
             self._refuse_taken_name(person.name)
             self.db.execute(
                 "INSERT INTO people (id, name, external_id, active, created_at, updated_at,"
@@ -209,6 +230,7 @@ class Gallery:
             raise TypeError(f"update_person() got unknown fields: {', '.join(sorted(unknown))}")
         values = {name: _PERSON_FIELDS[name](value) for name, value in fields.items()}
         with write_transaction(self.db):
+            self.refuse_if_replica()
             person = self.get_person(key)
             if not values:
                 return person
@@ -229,6 +251,7 @@ class Gallery:
         count is exact and a file edited by a connection without foreign keys stays clean.
         """
         with write_transaction(self.db):
+            self.refuse_if_replica()
             person = self.get_person(key)
             removed = self.db.execute(
                 "DELETE FROM templates WHERE person_id = ?", [person.id]
@@ -281,6 +304,7 @@ class Gallery:
             "created_at": _utc_now(),
         }
         with write_transaction(self.db):
+            self.refuse_if_replica()
             if self._person_by_id(person_id) is None:
                 raise PersonNotFound(f"no person with id {person_id!r} is in the gallery")
             self._refuse_duplicate(model, source_sha256)
@@ -316,6 +340,7 @@ class Gallery:
         """Remove one template (and its crop); return it as it was. Raises ``LookupError``
         when there is no such template. The person stays, with their other templates."""
         with write_transaction(self.db):
+            self.refuse_if_replica()
             template = self.get_template(template_id)
             self.db.execute("DELETE FROM templates WHERE id = ?", [template_id])
         return template
@@ -340,6 +365,7 @@ class Gallery:
             raise ModelMismatch(f"the new embeddings have mixed lengths {sorted(dims)}")
         now = _utc_now()
         with write_transaction(self.db):
+            self.refuse_if_replica()
             for template_id in drop:
                 self.db.execute("DELETE FROM templates WHERE id = ?", [template_id])
             for template_id, vector in vectors.items():
@@ -437,6 +463,7 @@ class Gallery:
         vector = _as_embedding(embedding)
         model = _clean_model(model)
         with write_transaction(self.db):
+            self.refuse_if_replica()
             template = self.get_template(template_id)
             if model != template.model:
                 self._refuse_duplicate(model, template.source_sha256)

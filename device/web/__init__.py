@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask
 
+from device.gallery.engines import is_postgres_location
 from device.vision.image_io import MAX_PIXELS
 from device.web.services import Services
 
@@ -53,7 +54,8 @@ def create_app(test_config: dict | None = None, *, services: Services | None = N
     if test_config:
         app.config.from_mapping(test_config)
     services = _services(app, services)
-    app.config.setdefault("PENDING_DIR", services.database.parent / "pending-enrolment")
+    if "PENDING_DIR" not in app.config:  # a site server names its own (device/site/server.py)
+        app.config["PENDING_DIR"] = Path(services.database).parent / "pending-enrolment"
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(
         minutes=app.config["SESSION_IDLE_MINUTES"])
     if not app.config.get("SECRET_KEY"):
@@ -106,6 +108,8 @@ def _services(app: Flask, services: Services | None) -> Services:
         database = app.config.get("DATABASE")
         if not database:
             raise RuntimeError("create_app needs DATABASE (the gallery file) or services")
+        if is_postgres_location(database):
+            raise RuntimeError("a site's app (PostgreSQL) is made by device.site.server")
         database = Path(database)
         snapshots = Path(app.config.get("SNAPSHOTS_DIR") or database.parent / "snapshots")
         services = Services(database=database, snapshots=snapshots)

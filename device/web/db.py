@@ -12,6 +12,7 @@ from flask import Flask, current_app, g, has_request_context, request
 from device.config import Config, Places, load_config
 from device.errors import FacegateError
 from device.events import EventLog
+from device.gallery.engines import is_postgres_location
 from device.gallery.store import Gallery
 from device.identification import Decision, embedder_name
 from device.liveness import LivenessSettings
@@ -26,8 +27,10 @@ def services() -> Services:
     return current_app.extensions["facegate"]
 
 
-def database_path() -> Path:
-    return Path(current_app.config["DATABASE"])
+def database_path() -> Path | str:
+    """The gallery file, or at a site server its PostgreSQL connection string."""
+    location = current_app.config["DATABASE"]
+    return location if is_postgres_location(location) else Path(location)
 
 
 def gallery() -> Gallery:

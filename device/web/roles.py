@@ -25,6 +25,9 @@ from device.gallery.engines import DATABASE_ERRORS
 from device.web.sessions import end_session, session_owner, start_session
 from device.web.users import User, get_user
 
+# Blueprints whose own before_request authenticates each request: the JSON API (an API token
+# or this session) and, at a site server, the doors' sync API (a door's credential).
+SELF_AUTHENTICATING = frozenset({"api", "sync"})
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.setup", "dashboard.health", "static"})
 # Requests a page makes by itself (the live view, the dashboard's state poll) are not activity: a
 # dashboard left open must still time out.
@@ -81,8 +84,8 @@ def load_user() -> Any:
                     session["seen"] = time.time()
     if g.user is not None or request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    if request.blueprint == "api":
-        return None  # the API authenticates every request itself (bearer token or session)
+    if request.blueprint in SELF_AUTHENTICATING:
+        return None  # these authenticate every request themselves (a bearer token)
     if request.path.startswith("/api/"):
         return jsonify(error="sign in or send an API token"), 401
     if idle:
