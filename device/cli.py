@@ -760,12 +760,10 @@ def cmd_camera(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     """Write a dated backup into ``--to``, as the page's download, and prune old ones."""
     from device.audit import cli_user, record
-    from device.backup import backup_to_folder
+    from device.backup import backup_to_folder, refuse_site_store
 
     database = _db_path(args)
-    if isinstance(database, str):
-        raise FacegateError("a site's store is PostgreSQL: back it up with pg_dump "
-                            "(docs/site.md), not facegate backup")
+    refuse_site_store(database)
     if not database.exists():
         raise FacegateError(f"no database at {database} to back up (check --data-dir)")
     if args.keep is not None and args.keep < 1:

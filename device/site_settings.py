@@ -25,6 +25,7 @@ from typing import Any
 
 from device.config import Config, Places, load_config
 from device.errors import ConfigError, SettingInvalid
+from device.gallery.engines import is_postgres
 from device.gallery.migrations import write_transaction
 from device.gallery.store import Gallery
 
@@ -148,8 +149,10 @@ def _stored(db: Any) -> dict[str, Any]:
     """The set values of the keys this facegate knows; undecodable rows logged and left out
     (a write then replaces such a row: the JSON ``null`` of a cleared one counts as unset)."""
     values = {}
-    # As bytes, so that text that is not UTF-8 fails this row's json.loads, not the query.
-    for key, text in db.execute("SELECT key, CAST(value AS BLOB) FROM settings").fetchall():
+    # As bytes, so that text that is not UTF-8 fails this row's json.loads, not the query
+    # (PostgreSQL's text is always UTF-8: as it is).
+    value_sql = "value" if is_postgres(db) else "CAST(value AS BLOB)"
+    for key, text in db.execute(f"SELECT key, {value_sql} FROM settings").fetchall():
         if key not in SETTABLE:
             continue
         try:

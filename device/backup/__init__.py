@@ -7,7 +7,12 @@
 - :mod:`device.backup.folder`: dated backups in a folder, the oldest pruned (the timer's).
 """
 
-from device.backup.database import ACCOUNT_TABLES, backup_database, restore_database
+from device.backup.database import (
+    ACCOUNT_TABLES,
+    backup_database,
+    refuse_site_store,
+    restore_database,
+)
 from device.backup.folder import backup_file_name, backup_to_folder, backups_in
 
 __all__ = [
@@ -16,5 +21,6 @@ __all__ = [
     "backup_file_name",
     "backup_to_folder",
     "backups_in",
+    "refuse_site_store",
     "restore_database",
 ]

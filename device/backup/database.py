@@ -36,6 +36,7 @@ from sqlite_utils import Database
 
 from device.backup.rows import check_rows
 from device.errors import FacegateError, RestoreRefused
+from device.gallery.engines import is_postgres_location
 from device.gallery.migrations import MIGRATIONS, MIGRATIONS_TABLE, migrate, schema_version
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -50,9 +51,21 @@ _CHANGE_SEQ_GAP = 1000
 ACCOUNT_TABLES = ("users", "api_tokens", "setup_tokens", "sessions")
 
 
+SITE_STORE = ("a site's store is PostgreSQL: back it up and restore it with pg_dump and "
+              "pg_restore (docs/site.md), not with facegate's backup file")
+
+
+def refuse_site_store(location: object) -> None:
+    """The rule every front obeys before a backup or a restore (and these functions
+    themselves): a door's SQLite file only."""
+    if is_postgres_location(location):
+        raise RestoreRefused(SITE_STORE)
+
+
 def backup_database(db_path: str | Path, dest_path: str | Path, *,
                     accounts: bool = False) -> None:
     """Write a consistent copy of the live database ``db_path`` to ``dest_path``.
+    (A site's PostgreSQL is refused: pg_dump's job.)
 
     The copy is a single self-contained file (rollback-journal mode, no ``-wal`` beside
     it), written beside ``dest_path`` and renamed into place, so ``dest_path`` is either
@@ -64,6 +77,7 @@ def backup_database(db_path: str | Path, dest_path: str | Path, *,
     pages; True keeps them (the audited ``?accounts=1`` of a signed-in admin, and the copy a
     restore keeps of the live file).
     """
+    refuse_site_store(db_path)
     dest = Path(dest_path)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     try:
@@ -107,6 +121,7 @@ def restore_database(db_path: str | Path, uploaded_path: str | Path, *,
     Returns ``{"schema_version": version of the backup, "people", "templates", "events",
     "kept_previous": path of the kept copy}``.
     """
+    refuse_site_store(db_path)
     db_path = Path(db_path)
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=db_path.parent) as work:
         candidate = Path(work) / "candidate.db"

@@ -19,7 +19,8 @@ from flask import Flask
 from device.config import Config, parse_listen
 from device.errors import FacegateError
 from device.gallery.store import Gallery
-from device.site import api
+from device.site import api, page
+from device.web.roles import login_required
 from device.web.server import WebServer, load_or_create_secret_key, setup_link
 from device.web.services import Services
 
@@ -48,8 +49,11 @@ def site_app(config: Config) -> Flask:
     app = create_app({"SECRET_KEY": load_or_create_secret_key(data), "DATABASE": database,
                       "SNAPSHOTS_DIR": data / "snapshots",
                       "PENDING_DIR": data / "pending-enrolment", "DOOR_ID": "site",
-                      "SESSION_COOKIE_SECURE": config.web.cookie_secure}, services=services)
+                      "SESSION_COOKIE_SECURE": config.web.cookie_secure,
+                      "SITE_SERVER": True}, services=services)
     app.register_blueprint(api.bp)
+    app.register_blueprint(page.bp)
+    app.view_functions["dashboard.index"] = login_required(page.home)
     return app
 
 

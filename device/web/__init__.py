@@ -92,6 +92,8 @@ def create_app(test_config: dict | None = None, *, services: Services | None = N
         app.register_blueprint(blueprint)
     api.init_app(app)
     app.jinja_env.globals["current_user"] = roles.current_user
+    # A site server's page (device/site/server.py): the doors instead of one door's state.
+    app.jinja_env.globals["site_server"] = bool(app.config.get("SITE_SERVER"))
     app.jinja_env.filters["local_time"] = local_time
     return app
 

@@ -222,12 +222,17 @@ def restore() -> Response | tuple[str, int]:
     the check fails). The upload's name is never used: it is saved under a name of ours."""
     import tempfile
 
-    from device.backup import restore_database
+    from device.backup import refuse_site_store, restore_database
     from device.errors import RestoreRefused
 
     upload = request.files.get("database")
     if upload is None or not upload.filename:
         flash("Choose a backup file (facegate-....db) to restore.", "error")
+        return redirect(url_for("settings.index"))
+    try:
+        refuse_site_store(database_path())
+    except RestoreRefused as exc:
+        flash(f"Not restored: {exc}", "error")
         return redirect(url_for("settings.index"))
     with tempfile.TemporaryDirectory(dir=database_path().parent) as scratch:
         saved = Path(scratch) / "upload.db"

@@ -10,7 +10,12 @@ from pathlib import Path
 from flask import g, jsonify, request, send_file
 from flask.typing import ResponseReturnValue
 
-from device.backup import backup_database, backup_file_name, restore_database
+from device.backup import (
+    backup_database,
+    backup_file_name,
+    refuse_site_store,
+    restore_database,
+)
 from device.errors import RequestInvalid
 from device.gallery.migrations import MIGRATIONS
 from device.web.api._common import _error, _flag_arg, admin_only, bp, query_args
@@ -31,6 +36,7 @@ def backup() -> ResponseReturnValue:
         return _error(403, "a backup with the accounts (accounts=1) is for an admin signed "
                            "in on the page, not for an API token", field="accounts")
     database = database_path()
+    refuse_site_store(database)
     handle, name = tempfile.mkstemp(prefix=".backup-", suffix=".db", dir=database.parent)
     os.close(handle)
     try:
@@ -60,6 +66,7 @@ def restore() -> ResponseReturnValue:
         raise RequestInvalid("database", "send the backup file as the multipart field "
                                          "'database'")
     database = database_path()
+    refuse_site_store(database)
     with tempfile.TemporaryDirectory(prefix=".upload-", dir=database.parent) as work:
         received = Path(work) / "upload.db"  # never the client's file name
         upload.save(received)
