@@ -32,7 +32,7 @@ from device.errors import (
 )
 from device.events import KINDS as EVENT_KINDS
 from device.events import EventLog, format_event_line, parse_since
-from device.gallery.engines import DATABASE_ERRORS
+from device.gallery.engines import DATABASE_ERRORS, is_postgres_location
 from device.gallery.store import Gallery, Template
 from device.identification import Decision, Identifier, embedder_name
 from device.liveness import LivenessCheck, LivenessSettings, liveness_loader
@@ -716,7 +716,16 @@ def cmd_reembed(args: argparse.Namespace) -> int:
                 f"{len(without_crop)} templates have no stored crop and cannot be re-embedded "
                 f"with {target}: enrol those people again, or pass --drop-without-crops to "
                 "remove those templates in the same switch; nothing was changed")
-        gallery.switch_model(target, embeddings, drop=without_crop)
+        if isinstance(gallery.location, str) and is_postgres_location(gallery.location):
+            # A site: a second set beside the current one; doors move when they hold it.
+            from device.site.feed import swap_model
+
+            if without_crop:
+                raise FacegateError(f"{len(without_crop)} templates have no stored crop: a "
+                                    "site re-embeds from crops only; enrol those people again")
+            swap_model(gallery, target, embeddings)
+        else:
+            gallery.switch_model(target, embeddings, drop=without_crop)
         record_in(gallery, "reembed", {"from": before, "to": target,
                                        "templates": len(embeddings),
                                        "dropped": len(without_crop)}, cli_user())

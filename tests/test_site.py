@@ -349,3 +349,103 @@ def test_pages_of_changes_apply_once_whatever_how_often(site, rng, tmp_path):
         before = feed.replica_digest(replica.db)
         again.apply_changes(page)  # an old page again: nothing moves
         assert feed.replica_digest(replica.db) == before
+
+
+# --- A model swap, fleet-wide ------------------------------------------------------------------
+
+FLOAT16 = "face_recognition_sface_2021dec_float16"
+PEOPLE = Path(__file__).parent / "data" / "people"
+
+
+def who_is_let_in(door: Door) -> set[str]:
+    """Whom the door recognises in each enrolled person's second photo, with the model its
+    replica matches with (the door's own decision, as the daemon makes it)."""
+    from device.identification import Decision, Identifier
+    from device.vision.image_io import read_image
+    from device.vision.pipeline import FacePipeline
+
+    with Gallery(door.database) as replica:
+        pipeline = FacePipeline.from_models_dir(embedder=replica.model)
+        identifier = Identifier(pipeline, replica, Decision.from_card(
+            pipeline.embedder_card.threshold))
+        names = set()
+        for folder in sorted(PEOPLE.iterdir()):
+            frame, _ = read_image(sorted(folder.glob("*.jpg"))[1])
+            names.update(r.person_name for r in identifier.identify(frame, thorough=True)
+                         if r.decision == "match")
+        return names
+
+
+def test_a_model_swap_at_the_site_leaves_no_door_blind_and_nobody_refused(
+        site, tmp_path, pipeline, monkeypatch):
+    from device.cli import main
+    from device.site.replica import Replica
+    from tests.door_support import enrol_photo
+
+    url, dsn = site
+    with Gallery(dsn) as gallery:
+        for folder in sorted(PEOPLE.iterdir()):
+            enrol_photo(pipeline, gallery, folder.name.replace("_", " "),
+                        sorted(folder.glob("*.jpg"))[0])
+    everyone = {folder.name.replace("_", " ") for folder in PEOPLE.iterdir()}
+    doors = [Door(tmp_path / name, url, add_door(dsn, name), name) for name in ("front", "back")]
+    for door in doors:
+        door.sync()
+        assert who_is_let_in(door) == everyone
+    config = tmp_path / "site.toml"
+    config.write_text(f'[site]\ndatabase = "{dsn}"\n[paths]\ndata_dir = "{tmp_path / "site"}"\n')
+    assert main(["reembed", "--model", FLOAT16, "--config", str(config)]) == 0
+    with Gallery(dsn) as gallery:  # both sets at the site until every door has moved
+        assert gallery.model == FLOAT16 and set(gallery.models()) == {MODEL, FLOAT16}
+
+    # Page by page (one change a page), the door's model always has its whole set.
+    monkeypatch.setattr("device.site.member.PAGE", 1)
+    seen = []
+    apply = Replica.apply_changes
+
+    def watched(replica, page):
+        changed = apply(replica, page)
+        model = replica.gallery.model
+        seen.append((model, replica.gallery.models().get(model, 0)))
+        return changed
+
+    monkeypatch.setattr(Replica, "apply_changes", watched)
+    doors[0].sync()
+    complete = len(everyone)  # one template a person
+    assert seen and all(model == MODEL and count == complete for model, count in seen)
+    with Gallery(doors[0].database) as replica:
+        assert replica.model == FLOAT16 and replica.models()[FLOAT16] == complete
+    assert who_is_let_in(doors[0]) == everyone
+    with Gallery(dsn) as gallery:  # the back door still matches with the old set: kept
+        assert set(gallery.models()) == {MODEL, FLOAT16}
+    assert who_is_let_in(doors[1]) == everyone
+    doors[1].sync()  # the last door moves: the old set goes, at the site and then at doors
+    with Gallery(dsn) as gallery:
+        assert set(gallery.models()) == {FLOAT16}
+    for door in doors:
+        door.sync()
+        with Gallery(door.database) as replica:
+            assert set(replica.models()) == {FLOAT16}
+        assert who_is_let_in(door) == everyone
+
+
+def test_a_door_fetches_a_model_it_lacks_and_checks_its_hash(site, tmp_path, rng):
+    import shutil
+
+    from device.site.member import ensure_model
+    from device.vision.models import default_models_dir
+
+    url, dsn = site
+    client = SiteClient(url, add_door(dsn, "front"))
+    empty = tmp_path / "models"
+    empty.mkdir()
+    assert ensure_model(client, FLOAT16, empty)
+    assert (empty / f"{FLOAT16}.tflite").read_bytes() == (
+        default_models_dir() / f"{FLOAT16}.tflite").read_bytes()
+    (empty / f"{FLOAT16}.tflite").write_bytes(b"tampered")  # a damaged copy is fetched again
+    assert ensure_model(client, FLOAT16, empty)
+    assert not ensure_model(client, "no_such_model", empty)
+    shutil.rmtree(empty)
+    for name in ("..%2F..%2Fetc", "...", "a%00b"):  # never a path out of the models folder
+        with pytest.raises(SiteUnreachable):
+            client.get(f"/sync/models/{name}")

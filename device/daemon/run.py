@@ -92,7 +92,8 @@ def open_event_log(config: Config, outbox: OutboxFeed | None = None) -> EventLog
 def start_site_link(config: Config) -> SiteLink:
     """A member door's link to its site, started (it syncs in the background: a site that is
     away makes the replica older, never the door slower)."""
-    link = SiteLink(config.site, config.paths.database, config.paths.snapshots)
+    link = SiteLink(config.site, config.paths.database, config.paths.snapshots,
+                    models_dir=config.recognition.models_dir)
     state = link.state()
     log.info("member of the site %s: replica at seq %d, last heard %s; syncing every %g s",
              config.site.url, state.seq, state.heard_at or "never", config.site.poll_seconds)

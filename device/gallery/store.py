@@ -380,6 +380,43 @@ class Gallery:
                 raise ModelMismatch(f"{left} templates would be left under another model")
             self._set_model(model)
 
+    def add_model_set(self, model: str, embeddings: dict[str, np.ndarray]) -> int:
+        """Make ``model`` the gallery's model by a *second* set of templates, in ONE
+        transaction: a new template (new id, same person, crop, photo and quality) of
+        ``model`` for each id in ``embeddings``, and the gallery's model set. The old set
+        stays (:meth:`retire_other_models` removes it), so doors that replicate this gallery
+        go on matching with it until they have the whole new set: a site's model swap, where
+        :meth:`switch_model`'s change in place would leave a door half of each model."""
+        model = _clean_model(model)
+        vectors = {template_id: _as_embedding(v) for template_id, v in embeddings.items()}
+        if len({v.size for v in vectors.values()}) > 1:
+            raise ModelMismatch("the new embeddings have mixed lengths")
+        now = _utc_now()
+        with write_transaction(self.db):
+            self.refuse_if_replica()
+            for template_id, vector in vectors.items():
+                old = self.get_template(template_id)
+                if self.has_source(model, old.source_sha256) is not None:
+                    continue  # this photo already has its template of the new model
+                self.db.execute(
+                    "INSERT INTO templates (id, person_id, model, embedding, dim, quality,"
+                    " crop_jpeg, source_sha256, source, created_at, updated_at, version)"
+                    " SELECT ?, person_id, ?, ?, ?, quality, crop_jpeg, source_sha256, source,"
+                    " created_at, ?, 1 FROM templates WHERE id = ?",
+                    [str(uuid.uuid4()), model, _to_blob(vector), vector.size, now, template_id])
+            self._set_model(model)
+        return len(vectors)
+
+    def retire_other_models(self) -> int:
+        """Remove every template of a model other than the gallery's (after a model swap by
+        :meth:`add_model_set`, once nobody matches with the old set); returns how many."""
+        with write_transaction(self.db):
+            self.refuse_if_replica()
+            model = self.model
+            if model is None:
+                return 0
+            return self.db.execute("DELETE FROM templates WHERE model != ?", [model]).rowcount
+
     def models(self) -> dict[str, int]:
         """``{model: number of templates}`` for every model with templates here."""
         return dict(self.db.execute(

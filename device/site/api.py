@@ -14,13 +14,14 @@ token answers here.
 | ``POST /sync/events`` ``{"events": [...]}`` | ``{"stored": [ids]}`` |
 | ``PUT /sync/events/<id>/snapshots/<face|frame>`` (a JPEG) | ``{}`` |
 | ``POST /sync/status`` ``{"replica_seq", "replica_model", "pending_events"}`` | ``{}`` |
+| ``GET /sync/models/<name>`` and ``/sync/models/<name>/file`` | a model's card, its file |
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request, send_file
 from werkzeug.wrappers import Response
 
 from device.errors import FacegateError
@@ -108,7 +109,25 @@ def status() -> Response:
     record_contact(g.site_gallery, g.door_id, replica_seq=_whole(body, "replica_seq"),
                    replica_model=_text(body, "replica_model"),
                    pending_events=_whole(body, "pending_events"))
+    feed.retire_old_sets(g.site_gallery)  # the last door off the old model lets it go
     return jsonify({})
+
+
+@bp.get("/models/<name>")
+def model(name: str) -> Response:
+    """A model's card, for a door that has to fetch it before it follows a model swap."""
+    return jsonify(card=feed.model_card(_models_dir(), name).card)
+
+
+@bp.get("/models/<name>/file")
+def model_file(name: str) -> Response:
+    return send_file(feed.model_card(_models_dir(), name).path,
+                     mimetype="application/octet-stream", max_age=0)
+
+
+def _models_dir():
+    services = current_app.extensions["facegate"]
+    return services.models_dir
 
 
 def _number(name: str, default: int) -> int:

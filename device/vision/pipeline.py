@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.errors import ModelNotFound
 from device.vision.alignment import ARCFACE_TEMPLATE_112, Aligner
 from device.vision.detector import FaceDetector
 from device.vision.embedder import FaceEmbedder
@@ -22,12 +23,15 @@ from device.vision.models import (
 )
 from device.vision.quality import Quality, measure_quality
 
+# The still path's second detector (device/vision/detector.py, ``thorough=True``).
+FULL_RANGE_DETECTOR = "face_detection_full_range_sparse"
 # The canonical face of the homography alignment, for 112x112 crops (training/canonical_face.py).
 CANONICAL_MESH_FILE = "canonical_face_mesh_112.npy"
 
 # Below this FaceMesh presence score the detector's box is taken for a false positive (a cat,
-# a pattern in a tile): the mesh model has looked closer than the detector could. Detector
-# false positives on ../shared/data/no-face score under 0.05, real faces near 1.
+# a logo or a fold of a coat the still path's extra runs took for a face): the mesh model has
+# looked closer than the detector could. Detector false positives on ../shared/data/no-face
+# score under 0.05, real faces near 1.
 MIN_MESH_PRESENCE = 0.5
 
 
@@ -82,7 +86,6 @@ class FacePipeline:
         ``alignment`` and ``mirror`` override the embedder card's choices (for evaluation).
         """
         models_dir = Path(models_dir) if models_dir else default_models_dir()
-        detector_card = load_card(DETECTOR, models_dir)
         mesh_card = load_card(LANDMARKS, models_dir)
         embedder_card = load_card(embedder or DEFAULT_EMBEDDER, models_dir)
         feed = embedder_card.card["input"]
@@ -95,7 +98,7 @@ class FacePipeline:
             canonical_mesh=embedder_card.companion("canonical_mesh"),
         )
         return cls(
-            FaceDetector(detector_card.path, interpreter_factory=interpreter_factory),
+            load_detector(models_dir, interpreter_factory),
             FaceMesh(mesh_card.path, interpreter_factory=interpreter_factory),
             aligner,
             FaceEmbedder(
@@ -119,8 +122,7 @@ class FacePipeline:
         aligner = Aligner(method=alignment, template=ARCFACE_TEMPLATE_112, size=112,
                           canonical_mesh=np.load(models_dir / CANONICAL_MESH_FILE))
         return cls(
-            FaceDetector(load_card(DETECTOR, models_dir).path,
-                         interpreter_factory=interpreter_factory),
+            load_detector(models_dir, interpreter_factory),
             FaceMesh(load_card(LANDMARKS, models_dir).path,
                      interpreter_factory=interpreter_factory),
             aligner, None, None)
@@ -177,3 +179,24 @@ class FacePipeline:
     def embed_crop(self, aligned_crop: np.ndarray) -> np.ndarray:
         """Embed a stored aligned crop (re-embedding a gallery after a model change)."""
         return self.embedder.embed([aligned_crop])[0]
+
+
+def load_detector(models_dir: Path, interpreter_factory: InterpreterFactory | None = None
+                  ) -> FaceDetector:
+    """The short-range detector of ``models_dir`` with its full-range partner for stills.
+
+    A folder made for one embedder (a benchmark's or a training test's) may hold only the
+    short-range detector and FaceMesh: the full-range model is then the bundled one, so the
+    still path finds the same faces whichever embedder is tried.
+    """
+    short = load_card(DETECTOR, models_dir)
+    try:
+        full = load_card(FULL_RANGE_DETECTOR, models_dir)
+    except ModelNotFound:
+        full = load_card(FULL_RANGE_DETECTOR, default_models_dir())
+    return FaceDetector(
+        short.path,
+        full_range_path=full.path,
+        full_range_score_threshold=full.card["output"]["score_threshold"],
+        interpreter_factory=interpreter_factory,
+    )
