@@ -449,3 +449,25 @@ def test_a_door_fetches_a_model_it_lacks_and_checks_its_hash(site, tmp_path, rng
     for name in ("..%2F..%2Fetc", "...", "a%00b"):  # never a path out of the models folder
         with pytest.raises(SiteUnreachable):
             client.get(f"/sync/models/{name}")
+
+
+def test_a_member_doors_page_says_how_old_its_copy_of_the_site_is(site, rng, tmp_path):
+    from device.web import create_app
+    from device.web.services import Services
+    from tests.web_support import signed_in
+
+    url, dsn = site
+    door = Door(tmp_path / "front", url, add_door(dsn, "front"), "front")
+    enrol(dsn, "Ada", rng)
+    config = load_config(None, {"site.url": url, "paths.data_dir": str(tmp_path / "front")},
+                         environ={}, places=NOWHERE)
+
+    Gallery(door.database).close()
+    app = create_app({"TESTING": True, "DATABASE": door.database, "SECRET_KEY": "x"},
+                     services=Services(database=door.database, snapshots=door.snapshots,
+                                       config=config))
+    admin = signed_in(app, "ann", "admin")  # the door's own account (accounts stay local)
+    assert "no copy has come yet" in admin.get("/").get_data(as_text=True)
+    door.sync()
+    text = admin.get("/").get_data(as_text=True)
+    assert url in text and "checked" in text and "seconds ago" in text

@@ -20,7 +20,7 @@ from gpiozero import GPIOZeroError
 from device.errors import RecordUnwritable
 from device.events import Event
 from device.web.audit import permit
-from device.web.db import event_log, services
+from device.web.db import event_log, gallery, services
 from device.web.error_pages import sentence
 from device.web.roles import admin_required, current_user
 from device.web.services import DoorControl
@@ -45,7 +45,35 @@ def index() -> str:
     door = services().door
     return render_template("dashboard.html", events=events, door=door,
                            door_state=door_state(door, events),
-                           has_live=services().live is not None, camera=camera_state())
+                           has_live=services().live is not None, camera=camera_state(),
+                           site=site_membership())
+
+
+def site_membership() -> dict | None:
+    """For a member door: its site, and how old its copy of the site's gallery is (the
+    door decides from that copy alone); None for a door on its own."""
+    from device.site.replica import read_state
+
+    config = services().config
+    if config is None or not config.site.is_member:
+        return None
+    state = read_state(gallery())
+    age = state.age_seconds()
+    return {"url": config.site.url, "seq": state.seq,
+            "age": None if age is None else _duration_words(age),
+            "stale": age is None or (config.site.max_replica_age_seconds > 0
+                                     and age > config.site.max_replica_age_seconds),
+            "policy": config.site.when_stale}
+
+
+def _duration_words(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} seconds"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} minutes"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 86400:.1f} days"
 
 
 @bp.route("/dashboard/state")
