@@ -321,13 +321,29 @@ def test_gallery_commands_work_on_the_site_given_its_configuration(postgres_dsn,
     config = tmp_path / "site.toml"
     config.write_text(f'[site]\ndatabase = "{postgres_dsn}"\n[paths]\n'
                       f'data_dir = "{tmp_path / "site"}"\n')
+    site = ["--config", str(config)]
     enrol(postgres_dsn, "Ada", rng)
-    assert main(["people", "list", "--json", "--config", str(config)]) == 0
-    (line,) = capsys.readouterr().out.splitlines()
-    assert json.loads(line)["name"] == "Ada"
-    assert main(["people", "remove", "Ada", "--config", str(config)]) == 0
-    assert main(["events", "--config", str(config)]) == 0
-    assert main(["backup", "--to", str(tmp_path / "b"), "--config", str(config)]) == 1
+    photo = Path(__file__).parent / "data" / "people" / "Colin_Powell" / "Colin_Powell_0001.jpg"
+    assert main(["enroll", "--name", "Colin Powell", str(photo), *site]) == 0
+    assert "enrolled" in capsys.readouterr().out
+    assert main(["people", "list", "--json", *site]) == 0
+    listed = [json.loads(line)["name"] for line in capsys.readouterr().out.splitlines()]
+    assert listed == ["Ada", "Colin Powell"]
+    assert main(["templates", "list", "Colin Powell", *site]) == 0
+    assert MODEL in capsys.readouterr().out
+    import io
+    import sys
+    sys_stdin, sys.stdin = sys.stdin, io.StringIO("a long enough password\n")
+    try:
+        assert main(["admin", "add", "ann", "--password-stdin", *site]) == 0
+    finally:
+        sys.stdin = sys_stdin
+    assert "added ann" in capsys.readouterr().out
+    assert main(["token", "add", "ann", "script", *site]) == 0
+    assert capsys.readouterr().out.strip().startswith("fg_")
+    assert main(["people", "remove", "Ada", *site]) == 0
+    assert main(["events", *site]) == 0
+    assert main(["backup", "--to", str(tmp_path / "b"), *site]) == 1
     assert "pg_dump" in capsys.readouterr().err
 
 

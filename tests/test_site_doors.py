@@ -139,3 +139,26 @@ def test_two_doors_follow_the_site_and_hand_over_every_event_once(site, postgres
     finally:
         for door in doors.values():
             door.stop()
+
+
+def test_a_door_that_has_not_heard_from_its_site_for_too_long_applies_its_policy(
+        site, postgres_dsn, pipeline, tmp_path):
+    with Gallery(postgres_dsn) as gallery:
+        enrol_photo(pipeline, gallery, "Colin Powell", COLIN[0])
+    token = site.command("site", "door", "add", "front").stdout.strip()
+    door = MemberDoor(tmp_path / "front", "front", site.url, token)
+    with door.config.open("a") as config:
+        config.write('max_replica_age = "3s"\nwhen_stale = "deny"\n')
+    door.start()
+    try:
+        wait_for(lambda: replica_people(door) == ["Colin Powell"], FOLLOW_S,
+                 f"the replica\n{door.output()}")
+        site.kill()
+        time.sleep(4)  # past max_replica_age with no word from the site
+        door.show(COLIN[1])
+        denied = wait_for(lambda: read(door, "SELECT reason FROM events WHERE kind = 'denied'"),
+                          FOLLOW_S, f"a refusal\n{door.output()}")
+        assert "copy of the site's gallery is too old" in denied[0][0]
+        assert door_events(door, "granted") == []
+    finally:
+        door.stop()
