@@ -32,7 +32,7 @@ from device.errors import (
 )
 from device.events import KINDS as EVENT_KINDS
 from device.events import EventLog, format_event_line, parse_since
-from device.gallery.engines import DATABASE_ERRORS, is_postgres_location
+from device.gallery.engines import DATABASE_ERRORS, describe_location, is_postgres_location
 from device.gallery.store import Gallery, Template
 from device.identification import Decision, Identifier, embedder_name
 from device.liveness import LivenessCheck, LivenessSettings, liveness_loader
@@ -1104,8 +1104,10 @@ def main(argv: list[str] | None = None) -> int:
     except DATABASE_ERRORS as exc:  # a file that is no database, a disk that fails, a
         # site's PostgreSQL that is away
         config = getattr(args, "_config", None)
-        named = getattr(args, "db", None) or (config.paths.database if config else None)
-        _warn(f"{named or 'the database'}: {exc}")
+        named = getattr(args, "db", None) or (
+            (config.site.database or config.paths.database) if config else None)
+        where = describe_location(named) if named else "the database"
+        _warn(f"{where}: {' '.join(str(exc).split())}")
     except OSError as exc:  # a folder that cannot be made or read, a full disk
         _warn(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror
               else str(exc))

@@ -487,3 +487,22 @@ def test_a_member_doors_page_says_how_old_its_copy_of_the_site_is(site, rng, tmp
     door.sync()
     text = admin.get("/").get_data(as_text=True)
     assert url in text and "checked" in text and "seconds ago" in text
+
+
+def test_postgresqls_errors_reach_the_services_as_the_db_api_classes_they_catch(postgres_dsn,
+                                                                                capsys, tmp_path):
+    from device.cli import main
+    from device.errors import UserExists
+    from device.gallery.engines import DATABASE_ERRORS
+
+    add_user(postgres_dsn, "ann", "a long enough password")
+    with pytest.raises(UserExists, match="already exists"):  # a UNIQUE refused by PostgreSQL
+        add_user(postgres_dsn, "ann", "another long password")
+    gone = postgres_dsn.rsplit(":", 1)[0] + ":1/facegate"  # nobody listens on port 1
+    with pytest.raises(DATABASE_ERRORS):
+        Gallery(gone)
+    config = tmp_path / "site.toml"
+    config.write_text(f'[site]\ndatabase = "{gone}"\n')
+    assert main(["people", "list", "--config", str(config)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()  # one line, no traceback
+    assert "facegate:" in line and "127.0.0.1" in line

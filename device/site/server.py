@@ -18,6 +18,7 @@ from flask import Flask
 
 from device.config import Config, parse_listen
 from device.errors import FacegateError
+from device.gallery.engines import describe_location
 from device.gallery.store import Gallery
 from device.site import api, page
 from device.web.roles import login_required
@@ -63,7 +64,7 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
     host, port = parse_listen(config.site.listen)
     app = site_app(config)
     server = WebServer(app, host, port)
-    log.info("site server on %s/ (store %s)", server.url, _without_password(config))
+    log.info("site server on %s/ (store %s)", server.url, describe_location(config.site.database))
     link = setup_link(config.site.database, server.url)
     if link:
         log.warning("no admin yet: create the first one at %s (works once, for 24 hours), "
@@ -79,14 +80,3 @@ def serve(config: Config, stop: threading.Event | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
-
-
-def _without_password(config: Config) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(config.site.database)
-    host = parts.hostname or "local socket"
-    return f"{parts.scheme}://{parts.username or ''}@{host}:{parts.port or 5432}{parts.path}"
-
-
-
