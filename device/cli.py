@@ -203,12 +203,24 @@ def _unreadable_summary(unreadable: list[Path], total: int) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    pipeline = _pipeline(args)
+    from device.vision.batch import default_workers, process_files
+
+    config = _config(args)
+    model = args.model or config.recognition.model or DEFAULT_EMBEDDER
     failed: list[Path] = []
-    for path, frame in _readable(args.images, failed):
-        faces = pipeline.process(frame, thorough=True)
-        _print_json({"path": str(path), "model": pipeline.model_name,
-                     "faces": [_face_json(face) for face in faces]})
+    if args.workers is not None and args.workers < 1:
+        raise FacegateError(f"--workers must be at least 1, got {args.workers}")
+    workers = args.workers or default_workers(len(args.images))
+    for path, found in process_files(
+            args.images, lambda factory: FacePipeline.from_models_dir(
+                config.recognition.models_dir, embedder=model, interpreter_factory=factory),
+            workers=workers, thorough=True):
+        if isinstance(found, ImageUnreadable):
+            _print_json({"path": str(path), "error": str(found)})
+            failed.append(path)
+            continue
+        _print_json({"path": str(path), "model": model,
+                     "faces": [_face_json(face) for face in found]})
     _unreadable_summary(failed, len(args.images))
     return 1 if failed else 0
 
@@ -906,6 +918,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     sub = command("embed", cmd_embed, "Print faces and embeddings of images as JSON lines.")
+    sub.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="photos worked on at once, each by its own pipeline of one thread "
+                          "(default: one per core, $FACEGATE_WORKERS)")
     sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
 
     sub = command("enroll", cmd_enroll, "Enrol photos of a person into the gallery.", db=True)

@@ -58,6 +58,25 @@ def test_embed_prints_one_json_line_per_image_and_goes_on_after_a_bad_file(tmp_p
     assert area[0] >= area[1]  # largest first
 
 
+def test_embed_with_several_workers_says_the_same_in_the_same_order(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    photos = [*sorted((DATA / "people").glob("*/*.jpg")), bad, DATA / "couple.jpg",
+              *sorted((DATA / "strangers").glob("*.jpg"))]
+    alone, together = (run("embed", "--workers", workers, *map(str, photos))
+                       for workers in ("1", "2"))
+    assert alone.returncode == together.returncode == 1
+    one, two = json_lines(alone.stdout), json_lines(together.stdout)
+    assert [line["path"] for line in two] == [str(photo) for photo in photos]
+    for first, second in zip(one, two, strict=True):
+        assert first.get("error") == second.get("error")
+        assert len(first.get("faces", [])) == len(second.get("faces", []))
+        for a, b in zip(first.get("faces", []), second.get("faces", []), strict=True):
+            # Interpreters of one thread or two add in another order: within rounding.
+            assert np.allclose(a["embedding"], b["embedding"], atol=2e-3)
+    assert "at least 1" in run("embed", "--workers", "0", str(photos[0])).stderr
+
+
 @pytest.fixture
 def enrolled_db(tmp_path, people) -> Path:
     db = tmp_path / "gallery.db"
