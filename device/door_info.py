@@ -34,9 +34,31 @@ def door_facts(config: Config) -> dict[str, Any]:
         "web": {"enabled": config.web.enabled, "listen": config.web.listen,
                 "url": _web_url(config)},
         "mqtt": _mqtt(config),
+        "site": _site(config),
         "data_dir": str(config.paths.data_dir),
         "config_file": str(config.file) if config.file else None,
     }
+
+
+def _site(config: Config) -> dict[str, Any] | None:
+    """A member door's site, and where its copy of the site's gallery stands."""
+    site = config.site
+    if site.database:
+        return {"role": "site server", "listen": site.listen}
+    if not site.is_member:
+        return None
+    facts: dict[str, Any] = {"role": "member door", "url": site.url,
+                             "poll_seconds": site.poll_seconds,
+                             "max_replica_age": site.max_replica_age,
+                             "when_stale": site.when_stale}
+    if config.paths.database.exists():
+        from device.gallery.store import Gallery
+        from device.site.replica import read_state
+
+        with Gallery(config.paths.database) as gallery:
+            state = read_state(gallery)
+        facts.update(replica_seq=state.seq, last_heard=state.heard_at)
+    return facts
 
 
 def camera_choice(config: Config) -> str:
@@ -102,6 +124,14 @@ def summary_lines(info: dict[str, Any]) -> list[str]:
     lines.append(("MQTT", "off" if mqtt is None else
                   f"{mqtt['broker']}, topics {mqtt['topics']}, commands "
                   f"{'accepted' if mqtt['accept_commands'] else 'off'}"))
+    site = info.get("site")
+    if site and site["role"] == "member door":
+        lines.append(("site", f"member of {site['url']}: copy at change "
+                              f"{site.get('replica_seq', 0)}, last heard "
+                              f"{site.get('last_heard') or 'never'}; past "
+                              f"{site['max_replica_age']} without word: {site['when_stale']}"))
+    elif site:
+        lines.append(("site", f"site server, listening on {site['listen']}"))
     lines.append(("embedder", f"{info['embedder']}: threshold {info['threshold']:.4f} "
                               f"({info['threshold_source']}; FPIR {info['target_fpir']}), "
                               f"margin {info['margin']}, 1:1 "

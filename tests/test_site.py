@@ -506,3 +506,19 @@ def test_postgresqls_errors_reach_the_services_as_the_db_api_classes_they_catch(
     assert main(["people", "list", "--config", str(config)]) == 1
     (line,) = capsys.readouterr().err.splitlines()  # one line, no traceback
     assert "facegate:" in line and "127.0.0.1" in line
+
+
+def test_info_says_whose_member_a_door_is_and_where_its_copy_stands(site, rng, tmp_path,
+                                                                    capsys):
+    from device.cli import main
+
+    url, dsn = site
+    door = Door(tmp_path / "front", url, add_door(dsn, "front"), "front")
+    enrol(dsn, "Ada", rng)
+    door.sync()
+    config = tmp_path / "door.toml"
+    config.write_text(f'[site]\nurl = "{url}"\n[paths]\ndata_dir = "{tmp_path / "front"}"\n')
+    assert main(["info", "--config", str(config)]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("site")]
+    with Gallery(dsn) as gallery:
+        assert f"member of {url}: copy at change {gallery.change_seq()}, last heard 20" in line
