@@ -59,6 +59,15 @@ def door_step(pipeline: FacePipeline, liveness: LivenessCheck | None, frame: np.
     return faces
 
 
+def machine() -> dict[str, object]:
+    """What a benchmark ran on, for its JSON."""
+    return {"platform": platform.platform(), "processor": platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "opencv": cv2.__version__, "numpy": np.__version__,
+            "threads": os.environ.get("FACEGATE_THREADS", "all cores"),
+            "load_average": round(os.getloadavg()[0], 2)}
+
+
 def summarise(samples: list[float]) -> dict[str, float]:
     """Milliseconds as every benchmark here reports them: median, 90th percentile, runs."""
     ordered = sorted(samples)
@@ -138,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                        "cpus": os.cpu_count(), "python": platform.python_version(),
-                        "opencv": cv2.__version__, "numpy": np.__version__,
-                        "threads": os.environ.get("FACEGATE_THREADS", "all cores")},
+            "machine": machine(),
             "embedder": pipeline.model_name,
             "liveness": liveness.model_name,
             "stages": results,

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +33,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_pipeline import machine  # noqa: E402
 
 from device.vision.pipeline import FacePipeline  # noqa: E402
 
@@ -143,11 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                        "cpus": os.cpu_count(), "python": platform.python_version(),
-                        "opencv": cv2.__version__, "numpy": np.__version__,
-                        "threads": os.environ.get("FACEGATE_THREADS", "all cores"),
-                        "load_average": round(os.getloadavg()[0], 2)},
+            "machine": machine(),
             "embedder": pipeline.model_name,
             "sets": sets,
         }, indent=2))

@@ -6,7 +6,8 @@
 On this machine, in this run, on the same frames and the same images:
 
 - speed: our existing benchmarks (``bench_pipeline.py`` per stage, ``bench_search.py``,
-  ``bench_daemon.py``, ``bench_one_core.py``: one core, one thread), run as they are, their
+  ``bench_daemon.py``, ``bench_one_core.py``: one core, one thread, ``bench_still_path.py``:
+  the still path beside the door path), run as they are, their
   JSON read back; then the same 640x480 frames (one face, two faces, a group) through our
   pipeline and through each peer, every face found detected and embedded (and, for us, judged
   by the liveness check, which the door runs by default), median and 90th percentile per
@@ -538,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
                                         args.quick)
     report["one_core"] = run_bench_script("bench_one_core.py",
                                           args.out / f"one-core{suffix}.json", args.quick)
+    report["still_path"] = run_bench_script("bench_still_path.py",
+                                            args.out / f"still-path{suffix}.json", args.quick)
 
     folders = (args.data / "lfw-a", args.data / "lfw-a-singles")
     if args.quick:
