@@ -94,7 +94,9 @@ MOTION_CUES = ("off", "blink", "head_turn", "either")  # liveness.motion_cue
 
 def _motion_cue(value: Any) -> str:
     if value not in MOTION_CUES:
-        close = difflib.get_close_matches(str(value), MOTION_CUES, n=1)
+        # Only text is spelled: str() of an integer of thousands of digits raises.
+        close = (difflib.get_close_matches(value, MOTION_CUES, n=1)
+                 if isinstance(value, str) else [])
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise _Invalid(f'must be "off", "blink", "head_turn" or "either"{hint}')
     return value

@@ -1,10 +1,10 @@
 """Which face of an enrolment photo is the person being enrolled.
 
 A photo for enrolment often has someone else in it: a face at the edge of a news photo, half
-cut by the frame, or small in the background (the thorough detector finds those through its
-tiles and mirrored border). Refusing every such photo refused one enrolment photo in nine on
-LFW. The subject is instead the *most prominent* face, where prominence is the face's visible
-area weighted by how near the centre it is:
+cut by the frame, or small in the background (the thorough detector finds those with its
+full-range model and mirrored border). Refusing every such photo refused one enrolment photo
+in nine on LFW. The subject is instead the *most prominent* face, where prominence is the
+face's visible area weighted by how near the centre it is:
 
     prominence = area of the box inside the frame x max(0, 1 - CENTRE_WEIGHT x offset)
     offset     = distance from the centre of that part of the box to the frame's centre,
