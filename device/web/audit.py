@@ -46,7 +46,7 @@ def permit(action: str, detail: dict[str, Any] | None = None) -> str:
     locked) when the row cannot be written: a full disk, a locked or read-only file."""
     try:
         return audit(action, detail)
-    except (DATABASE_ERRORS, OSError) as error:
+    except (*DATABASE_ERRORS, OSError) as error:
         current_app.logger.error("%s refused: its audit row could not be written (%s)",
                                  action, error)
         raise RecordUnwritable(
@@ -60,7 +60,7 @@ def audit_after(action: str, detail: dict[str, Any] | None = None,
     that cannot be written is logged, and the answer stays the one the action deserves."""
     try:
         return audit(action, detail, user)
-    except (DATABASE_ERRORS, OSError) as error:
+    except (*DATABASE_ERRORS, OSError) as error:
         current_app.logger.error("audit row %s not written: %s (detail %s, user %s)", action,
                                  error, detail, user)
         return None

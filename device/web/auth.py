@@ -120,7 +120,7 @@ def login() -> str | Response | tuple[str, int]:
     _limiter().forget(keys[1])
     try:
         sign_in(user)
-    except (DATABASE_ERRORS, OSError) as error:  # a full disk: refused clearly, never a 500
+    except (*DATABASE_ERRORS, OSError) as error:  # a full disk: refused clearly, never a 500
         current_app.logger.error("sign-in of %s failed: %s", user.name, error)
         session.clear()
         flash(UNWRITABLE, "error")
