@@ -44,10 +44,11 @@ from device.site.client import SiteClient  # noqa: E402
 from device.site.doors import add_door  # noqa: E402
 from device.site.member import SiteLink, resync  # noqa: E402
 from device.site.replica import Replica  # noqa: E402
+from device.vision.models import DEFAULT_EMBEDDER  # noqa: E402
 from tests.postgres_support import Postgres, postgres_missing  # noqa: E402
 from tests.site_support import SiteServer, wait_for  # noqa: E402
 
-MODEL = "face_recognition_sface_2021dec_int8dr"
+MODEL = DEFAULT_EMBEDDER
 NOWHERE = Places(system_config=Path("/nonexistent/facegate.toml"),
                  system_data_dir=Path("/nonexistent"), project_dir=None)
 

@@ -325,7 +325,7 @@ def embed_ours(folder: Path, precision: str, cache: Path) -> evaluate.EmbeddedSe
     models = embedder_variants.models_dir(precision, cache)
     pipeline = FacePipeline.from_models_dir(models,
                                             embedder=embedder_variants.embedder_name(precision))
-    tag = f"{pipeline.model_name}-{pipeline.aligner.method}-mirror{pipeline.embedder.mirror}"
+    tag = evaluate.embedding_cache_tag(pipeline)
     where = (ROOT / "var" / "eval-cache" if precision == embedder_variants.DEFAULT_PRECISION
              else cache)
     started = time.perf_counter()

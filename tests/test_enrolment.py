@@ -11,12 +11,13 @@ import pytest
 from device.audit import list_audit
 from device.cli import main
 from device.gallery.store import Gallery
+from device.vision.models import DEFAULT_EMBEDDER
 from tests.conftest import DATA
 
 COLIN = sorted((DATA / "people" / "Colin_Powell").glob("*.jpg"))
 SERENA = sorted((DATA / "people" / "Serena_Williams").glob("*.jpg"))
 FLOAT16 = "face_recognition_sface_2021dec_float16"
-INT8 = "face_recognition_sface_2021dec_int8dr"
+INT8 = DEFAULT_EMBEDDER  # what enrolment uses when nothing says otherwise
 
 
 def enrol(db, name, *photos, extra=()) -> int:

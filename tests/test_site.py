@@ -23,13 +23,14 @@ from device.site.doors import add_door, list_doors, remove_door
 from device.site.member import stale_refusal, sync_once
 from device.site.replica import Replica, ReplicaState, read_state
 from device.site.server import site_app
+from device.vision.models import DEFAULT_EMBEDDER
 from device.web.server import WebServer
 from device.web.tokens import create_token
 from device.web.users import add_user
 
 NOWHERE = Places(system_config=Path("/nonexistent/facegate.toml"),
                  system_data_dir=Path("/nonexistent"), project_dir=None)
-MODEL = "face_recognition_sface_2021dec_int8dr"
+MODEL = DEFAULT_EMBEDDER
 
 
 def site_config(dsn: str, data: Path, **more):

@@ -25,7 +25,7 @@ on the development folders and writes the curve into the embedder's card:
         --strangers ../shared/data/lfw-a-singles --cache var/eval-cache \\
         --json bench/results/open-set-calibration.json \\
         --plot bench/results/fpir-vs-gallery-size.png \\
-        --write-card models/face_recognition_sface_2021dec_int8dr.json   # make calibrate
+        --write-card models/face_recognition_sface_2021dec_int8.json   # make calibrate
 
 Method and figures: docs/recognition.md, "Open-set calibration".
 """
@@ -51,6 +51,7 @@ from training.evaluate import (
     EmbeddedSet,
     best_two,
     embed_folder,
+    embedding_cache_tag,
 )
 
 GALLERY_SIZES = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
@@ -968,7 +969,7 @@ def plot(report: dict, path: Path) -> None:
 def load_faces(args: argparse.Namespace) -> tuple[Faces, np.ndarray, str, dict]:
     """The two folders' embeddings (from the cache when there), less the label noise."""
     pipeline = FacePipeline.from_models_dir(args.models_dir, embedder=args.model)
-    tag = f"{pipeline.model_name}-{pipeline.aligner.method}-mirror{pipeline.embedder.mirror}"
+    tag = embedding_cache_tag(pipeline)
 
     def embedded(folder: Path) -> EmbeddedSet:
         cache = args.cache / f"{tag}-{folder.name}.npz" if args.cache else None

@@ -108,6 +108,27 @@ def list_people(folder: Path) -> tuple[list[str], np.ndarray, list[str]]:
     return paths, np.array(labels), [p.name for p in people]
 
 
+def embedding_cache_tag(pipeline: FacePipeline) -> str:
+    """The name under which a folder's embeddings by ``pipeline`` are cached: the model, the
+    alignment and mirroring, and a digest of the vision code and model files that find and
+    align the faces, so that a changed detector never reuses embeddings of the old one."""
+    import hashlib
+
+    from device.vision import models as model_cards
+
+    vision = Path(model_cards.__file__).parent
+    digest = hashlib.sha256()
+    for name in ("detector.py", "landmarks.py", "alignment.py", "pipeline.py", "embedder.py"):
+        digest.update((vision / name).read_bytes())
+    models = Path(pipeline.embedder_card.path).parent
+    for card in sorted([*models.glob("face_detection_*.json"), models / "face_landmark.json"]):
+        digest.update(card.read_bytes())
+    # The embedder's file, not its card: a card's thresholds are rewritten by calibration.
+    digest.update(str(pipeline.embedder_card.card.get("sha256")).encode())
+    return (f"{pipeline.model_name}-{pipeline.aligner.method}-mirror{pipeline.embedder.mirror}"
+            f"-{digest.hexdigest()[:8]}")
+
+
 def embed_folder(pipeline: FacePipeline, folder: Path, cache: Path | None = None) -> EmbeddedSet:
     """Embed the largest face of every image (after the same steps as the door)."""
     if cache is not None and cache.is_file():
@@ -431,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     mirror = None if args.mirror is None else args.mirror == "on"
     pipeline = FacePipeline.from_models_dir(args.models_dir, embedder=args.model,
                                             alignment=args.alignment, mirror=mirror)
-    tag = f"{pipeline.model_name}-{pipeline.aligner.method}-mirror{pipeline.embedder.mirror}"
+    tag = embedding_cache_tag(pipeline)
     started = time.perf_counter()
     data = embed_folder(pipeline, args.data,
                         args.cache / f"{tag}-{args.data.name}.npz" if args.cache else None)

@@ -51,6 +51,7 @@ from device.errors import FacegateError, SeveralFaces
 from device.vision.image_io import read_image
 from device.vision.models import default_models_dir
 from device.vision.pipeline import FacePipeline
+from training.evaluate import embedding_cache_tag
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp"}
 # The rule enrolment used before choose_subject (the_one_face in device/enrolment/ until the
@@ -370,7 +371,8 @@ def measure(data: Path, cache: Path | None, models_dir: Path | None = None,
     shared = data.parent
 
     def cached(name: str) -> Path | None:
-        return cache / f"{pipeline.model_name}-thorough-{name}.npz" if cache else None
+        # The tag changes with the detector's code and models (a stale cache is not reused).
+        return cache / f"{embedding_cache_tag(pipeline)}-thorough-{name}.npz" if cache else None
 
     lfw = detect_folder(data, pipeline, cached(data.name), progress)
     views = "-".join(f"{f:g}" for f in SHIFT_FRACTIONS)
