@@ -126,7 +126,7 @@ calibrate: $(STAMP) $(TRAIN_STAMP)
 		--strangers ../shared/data/lfw-a-singles --cache var/eval-cache \
 		--json bench/results/open-set-calibration.json \
 		--plot bench/results/fpir-vs-gallery-size.png \
-		--write-card models/face_recognition_sface_2021dec_int8.json
+		--write-card models/face_recognition_sface_2021dec_int8dr.json
 
 # Which face of an enrolment photo is enrolled (a few minutes; seconds once cached): the old
 # rule, training's and device/enrolment/subject.py's, on lfw-a, its off-centre views and wild/.
