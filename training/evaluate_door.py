@@ -56,16 +56,18 @@ def people_photos(folder: Path) -> dict[str, list[Path]]:
             for person in sorted(folder.iterdir()) if person.is_dir()}
 
 
-def enrol_first_photos(people: dict[str, list[Path]], db: Path, scratch: Path) -> list[dict]:
+def enrol_first_photos(people: dict[str, list[Path]], db: Path, scratch: Path,
+                       model: tuple[str, ...] = ()) -> list[dict]:
     """``enroll --from-folder`` over a folder holding each person's first photo."""
     first = scratch / "first-photos"
     for name, photos in people.items():
         (first / name).mkdir(parents=True)
         os.symlink(photos[0].resolve(), first / name / photos[0].name)
-    return facegate("enroll", "--db", str(db), "--from-folder", str(first), "--json")
+    return facegate("enroll", "--db", str(db), "--from-folder", str(first), "--json", *model)
 
 
 def identify(db: Path, paths: list[Path], batch: int = 500) -> dict[str, list[dict]]:
+    # No --model: identify runs the gallery's model, the one enrolment used.
     """Faces found in each photo, with the product's decision, by path."""
     found: dict[str, list[dict]] = {}
     for start in range(0, len(paths), batch):
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="one sub-folder per person; the first photo is enrolled")
     parser.add_argument("--strangers", type=Path, required=True,
                         help="people never enrolled (every photo is a stranger probe)")
+    parser.add_argument("--model", help="the embedder to enrol with (default: the CLI's, "
+                                        "DEFAULT_EMBEDDER)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -180,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         db = scratch / "gallery.db"
-        enrolled = enrol_first_photos(people, db, scratch)
+        enrolled = enrol_first_photos(people, db, scratch,
+                                      ("--model", args.model) if args.model else ())
         probes = [p for photos in people.values() for p in photos[1:1 + PROBES_PER_PERSON]]
         genuine = identify(db, probes)
         strangers = identify(db, stranger_paths)
