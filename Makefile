@@ -105,6 +105,12 @@ models-convert:
 models-int8: $(TRAIN_STAMP)
 	$(TRAIN_BIN)/python -m training.sface_int8 --out models/
 
+# The default embedder's file with its depthwise weights in float, so XNNPACK runs every node
+# (models/README.md, "SFace with every node in XNNPACK"; seconds).
+.PHONY: models-xnnpack
+models-xnnpack: $(TRAIN_STAMP)
+	$(TRAIN_BIN)/python -m training.sface_xnnpack --out models/
+
 # Accuracy on ../shared/data (a few minutes): verification and open-set identification.
 # Then the product's own decisions through the CLI (enrol each person's first photo, identify
 # their next five and the one-photo strangers): bench/results/door-protocol.json.
@@ -126,7 +132,7 @@ calibrate: $(STAMP) $(TRAIN_STAMP)
 		--strangers ../shared/data/lfw-a-singles --cache var/eval-cache \
 		--json bench/results/open-set-calibration.json \
 		--plot bench/results/fpir-vs-gallery-size.png \
-		--write-card models/face_recognition_sface_2021dec_int8dr.json
+		--write-card models/face_recognition_sface_2021dec_int8dr_xnnpack.json
 
 # Which face of an enrolment photo is enrolled (a few minutes; seconds once cached): the old
 # rule, training's and device/enrolment/subject.py's, on lfw-a, its off-centre views and wild/.

@@ -45,11 +45,13 @@ from training.convert_sface import MODEL_STEM  # noqa: E402
 PRECISIONS = {
     "float32": "float32 weights and activations (onnx2tf)",
     "float16": "float16 weights, float32 activations (shipped as the reference)",
-    "int8dr": "int8 weights, float activations (dynamic range; the default)",
+    "int8dr": "int8 weights, float activations (dynamic range)",
+    "int8dr_xnnpack": "int8dr with float depthwise weights: every node in XNNPACK (the default; "
+                      "training/sface_xnnpack.py)",
     "int8": "int8 weights and activations (full integer, calibrated; training/sface_int8.py)",
 }
-COMMITTED = frozenset({"float16", "int8dr", "int8"})  # all three ship in models/
-DEFAULT_PRECISION = DEFAULT_EMBEDDER.rsplit("_", 1)[1]  # the door's: "int8dr"
+COMMITTED = frozenset({"float16", "int8dr", "int8dr_xnnpack", "int8"})  # these ship in models/
+DEFAULT_PRECISION = DEFAULT_EMBEDDER.removeprefix(f"{MODEL_STEM}_")  # the door's
 NOT_BUILT = "not built (needs the train extra: pass --tf-python, e.g. .venv-train/bin/python)"
 
 

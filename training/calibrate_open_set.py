@@ -25,7 +25,7 @@ on the development folders and writes the curve into the embedder's card:
         --strangers ../shared/data/lfw-a-singles --cache var/eval-cache \\
         --json bench/results/open-set-calibration.json \\
         --plot bench/results/fpir-vs-gallery-size.png \\
-        --write-card models/face_recognition_sface_2021dec_int8dr.json   # make calibrate
+        --write-card models/face_recognition_sface_2021dec_int8dr_xnnpack.json   # make calibrate
 
 Method and figures: docs/recognition.md, "Open-set calibration".
 """

@@ -20,11 +20,12 @@ from device.errors import ModelNotFound
 
 DETECTOR = "face_detection_short_range"
 LANDMARKS = "face_landmark"
-# int8 weights, float activations: faster than float16 on XNNPACK at nearly the same accuracy
-# (models/README.md); the float16 file stays beside it as the reference. The integer file
-# (face_recognition_sface_2021dec_int8) is twice as fast but, at the door's own operating
-# point, matched 88.6% of genuine probes against 90.7% (models/README.md, "Integer SFace").
-DEFAULT_EMBEDDER = "face_recognition_sface_2021dec_int8dr"
+# The dynamic-range int8 SFace with its depthwise weights in float, so XNNPACK runs every node:
+# twice int8dr's speed at the same accuracy (models/README.md, "SFace with every node in
+# XNNPACK"); the float16 file stays beside it as the reference. The integer file
+# (face_recognition_sface_2021dec_int8) is as fast but less exact at the door's threshold. A
+# gallery enrolled with another model keeps it until `facegate reembed`.
+DEFAULT_EMBEDDER = "face_recognition_sface_2021dec_int8dr_xnnpack"
 # MiniFASNetV2 and V1SE fine-tuned on pad-dev and fused (models/README.md, docs/liveness.md).
 DEFAULT_LIVENESS = "liveness_minifasnet_fused_paddev_2026dec_float32"
 
