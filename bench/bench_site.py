@@ -89,6 +89,13 @@ def door_config(url: str, token_file: Path, folder: Path, poll: float):
                        environ={}, places=NOWHERE)
 
 
+def people_count(database: Path) -> int:
+    if not database.exists():
+        return 0
+    with Gallery(database) as gallery:
+        return gallery.counts()["people"]
+
+
 def has_person(database: Path, name: str) -> bool:
     with Gallery(database) as gallery:
         return gallery.find_person(name) is not None
@@ -194,8 +201,9 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             started = time.monotonic()
             for _, link in links:
                 link.start()
-            wait_for(lambda: all(has_person(db, f"Person 0-{people - 1:06d}")
-                                 for db, _ in links), 600, "the first sync of every door")
+            # Pages come by id, not by name: wait for every door to hold everyone.
+            wait_for(lambda: all(people_count(db) == people for db, _ in links), 600,
+                     "the first sync of every door")
             first_sync_s = time.monotonic() - started
             delays = follow_delays(dsn, links, trials)
             for _, link in links:
