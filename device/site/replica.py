@@ -57,11 +57,6 @@ def read_state(gallery: Gallery) -> ReplicaState:
                         resynced_at=values.get("resynced_at"))
 
 
-def is_replica(gallery: Gallery) -> bool:
-    return gallery.db.execute("SELECT 1 FROM site_replica WHERE key = 'site'").fetchone() \
-        is not None
-
-
 class Replica:
     """The replica in ``gallery`` of the site at ``site_url``. A gallery that follows no
     site yet, or another one, starts again from nothing (:meth:`start`)."""

@@ -11,19 +11,14 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.appliance import PEOPLE, Appliance
-from tests.e2e.browser import VIEWPORT, browser_missing, in_ci, launch
+from tests.e2e.browser import VIEWPORT, browser_missing, launch, require
 
 SERENA = PEOPLE / "Serena_Williams"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    missing = browser_missing()
-    if missing:
-        if in_ci():
-            pytest.fail(f"CI=true and the end-to-end browser cannot run: {missing}",
-                        pytrace=False)
-        pytest.skip(f"no headless browser: {missing}")
+    require(browser_missing(), "the end-to-end browser")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
