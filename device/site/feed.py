@@ -14,7 +14,7 @@ a door matches embeddings and never re-embeds (the site does, :mod:`device.site`
 version, computed the same way on both ends, so a door can tell that its replica is the
 site's (or was tampered with).
 
-**Events in** (:func:`ingest_events`): inserted once per id whatever how often a door sends
+**Events in** (:func:`ingest_events`): inserted once per id however often a door sends
 them (``ON CONFLICT (id) DO NOTHING``), each only with its own door's name; snapshots follow
 (:func:`store_snapshot`) under the same id, at a path the site makes itself.
 """
@@ -154,7 +154,7 @@ _EVENT_TEXT = ("id", "at", "door", "kind", "person_id", "person_name", "reason")
 
 
 def ingest_events(gallery: Gallery, door_id: str, events: list[Any]) -> list[str]:
-    """Store the events a door sent (each once, whatever how often it is sent); return the
+    """Store the events a door sent (each once, however often it is sent); return the
     ids the site now holds, for the door to forget. Raises :class:`BadSyncRequest` for an
     event that is not one, or that names another door, and then stores none of the batch."""
     if not isinstance(events, list):
