@@ -10,6 +10,9 @@ the code, not by the backend).
 - ``resnet18``/``resnet34``/``resnet50``: an ArcFace-style "IR" ResNet (BN-conv-BN-PReLU-conv
   residual units), the method's larger network; pretrain it on one dataset and fine-tune on
   another with ``train --init-from``.
+- ``sface``: OpenCV Zoo's SFace, the door's default embedder, rebuilt layer for layer
+  (``training/sface_keras.py``); ``train --init-from sface`` loads its published weights and
+  fine-tunes it.
 
 The pixel scaling lives inside the network, so the model card says "RGB, 0..255" and the
 door feeds crops as they are.
@@ -159,7 +162,14 @@ def _ir_unit(x, channels, stride, name, spec):
     return layers.Add(name=f"{name}_add")([shortcut, y])
 
 
-BACKBONES = {"mobilefacenet": mobilefacenet, **{name: ir_resnet for name in RESNET_UNITS}}
+def sface(spec: BackboneSpec) -> keras.Model:
+    from training.sface_keras import sface as build_sface
+
+    return build_sface(spec)
+
+
+BACKBONES = {"mobilefacenet": mobilefacenet, **{name: ir_resnet for name in RESNET_UNITS},
+             "sface": sface}
 
 
 def build_backbone(spec: BackboneSpec) -> keras.Model:

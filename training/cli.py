@@ -1,4 +1,4 @@
-"""The technician's command line: prepare -> train -> evaluate -> export.
+"""The technician's command line: (harvest ->) prepare -> train -> evaluate -> export.
 
 Every setting has a default; ``--config FILE.toml`` supplies others, one table per command
 (``[prepare]``, ``[train]``, ``[evaluate]``, ``[export]``, keys as the long options with
@@ -18,10 +18,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from device.errors import FacegateError
+from training import harvest
 
 # Options whose default is None, and what they hold when given.
 _OPTIONAL_TYPES = {"alpha": float, "steps_per_epoch": int, "init_from": str,
-                   "time_budget_minutes": float, "gpus": int, "threads": int}
+                   "time_budget_minutes": float, "gpus": int, "threads": int,
+                   "train_top_units": int}
 _HELP = {
     "data": "a prepared folder (prepare --out)",
     "out": "the run folder (running again resumes it)",
@@ -33,7 +35,14 @@ _HELP = {
     "people_per_batch": "triplet batches: people per batch",
     "steps_per_epoch": "default: one pass over the training crops",
     "holdout_share": "share of people held apart for evaluation",
-    "init_from": "start from this run folder or .weights.h5 (fine-tuning)",
+    "init_from": "start from sface (the door's default, with --backbone sface), a run "
+                 "folder or a .weights.h5 (fine-tuning)",
+    "validation_share": "share of the training people set aside for early stopping",
+    "warmup_centres_epochs": "COCO fine-tuning: epochs training the class centres only",
+    "warmup_learning_rate": "the centres' learning rate in that warm-up",
+    "train_top_units": "fine-tuning: train only the top N units (default: all)",
+    "freeze_batchnorm": "keep the start model's batch-norm statistics",
+    "early_stopping_patience": "stop after N epochs without a better validation TAR",
     "time_budget_minutes": "stop cleanly after this long",
     "mixed_precision": "float16 compute on a GPU",
     "gpus": "how many GPUs (default: all; 0: CPU)",
@@ -111,6 +120,9 @@ def _evaluate_parser(sub) -> None:
                         "pairs are generated from the people)")
     parser.add_argument("--strangers", type=Path,
                         help="prepared folder of people never enrolled (open-set)")
+    parser.add_argument("--against", metavar="MODEL",
+                        help="also judge this model (by name, e.g. the door's current one) on "
+                        "the same people, with the door's protocol and a verdict")
     parser.add_argument("--photos", type=Path, help="raw photos, one folder per person: the "
                         "whole door pipeline (with --model)")
     parser.add_argument("--models-dir", type=Path, default=None)
@@ -130,6 +142,9 @@ def _export_parser(sub) -> None:
                         "facegate_mobilefacenet_coco_2026nov (precision is appended)")
     parser.add_argument("--out", type=Path, default=None, help="default: models/")
     parser.add_argument("--precision", choices=["int8", "float16", "both"], default="both")
+    parser.add_argument("--int8", choices=["full", "dynamic"], default="full",
+                        help="full integer (default) or dynamic-range weights with float "
+                        "activations, as the door's default SFace")
     parser.add_argument("--calibration-images", type=int, default=300,
                         help="representative crops for int8, from the training people")
     parser.add_argument("--min-cosine", type=float, default=0.99,
@@ -156,6 +171,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, dict], dict[str, 
     _train_parser(sub)
     _evaluate_parser(sub)
     _export_parser(sub)
+    harvest.add_parser(sub)
     defaults, required = {}, {}
     for command, subparser in sub.choices.items():
         defaults[command], required[command] = {}, []
@@ -221,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             from training.crop_evaluation import evaluate_command
 
             print(json.dumps(evaluate_command(values), indent=2))
+        elif args.command == "harvest":
+            print(json.dumps(harvest.harvest_command(values), indent=2))
         elif args.command == "export":
             os.environ.setdefault("KERAS_BACKEND", "tensorflow")
             from training.export import export_command

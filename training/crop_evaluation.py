@@ -169,6 +169,9 @@ def evaluate_command(values: dict) -> dict:
         def embed(c: CropSet) -> np.ndarray:
             return tflite_embeddings(card, c)
 
+    if values.get("against"):
+        return _finish(_against_report(values, crops, data_dir, embed, label, models_dir),
+                       values, label)
     data = as_embedded_set(crops, embed(crops))
     report: dict = {"model": label, "data": str(data_dir), "people": len(crops.names),
                     "crops": len(crops)}
@@ -178,6 +181,25 @@ def evaluate_command(values: dict) -> dict:
         strangers = CropSet.load(Path(values["strangers"]))
         report["open_set"] = open_set(data, as_embedded_set(strangers, embed(strangers)))
     return _finish(report, values, label)
+
+
+def _against_report(values: dict, crops: CropSet, data_dir, embed, label: str,
+                    models_dir: Path) -> dict:
+    """The candidate and the ``--against`` model on the same crops and strangers, with the
+    verdict (``training/compare.py``)."""
+    from training.compare import judge, verdict
+
+    strangers = CropSet.load(Path(values["strangers"])) if values.get("strangers") else None
+    against_card = load_card(values["against"], models_dir)
+
+    def embed_against(c: CropSet) -> np.ndarray:
+        return tflite_embeddings(against_card, c)
+
+    candidate = judge(crops, strangers, embed, label)
+    against = judge(crops, strangers, embed_against, against_card.name)
+    return {**candidate, "data": str(data_dir), "people": len(crops.names), "crops": len(crops),
+            "strangers": str(values.get("strangers")), "against": against,
+            "verdict": verdict(candidate, against)}
 
 
 def _photos_report(values: dict, models_dir: Path) -> dict:
@@ -198,6 +220,8 @@ def _finish(report: dict, values: dict, label: str) -> dict:
         path.write_text(json.dumps(report, indent=2))
     if values.get("plot"):
         curves = {label: report["verification"]}
+        if "against" in report:
+            curves[report["against"]["model"]] = report["against"]["verification"]
         for earlier in values.get("compare") or []:
             other = json.loads(Path(earlier).read_text())
             curves[other["model"]] = other["verification"]
@@ -205,4 +229,7 @@ def _finish(report: dict, values: dict, label: str) -> dict:
                  f"ROC, {report['verification']['pairs']} pairs of "
                  f"{report.get('people', '?')} people")
     short = {k: v for k, v in report["verification"].items() if k not in ("roc", "missing")}
+    if "against" in report:
+        return {"model": label, "against": report["against"]["model"],
+                "people": report["people"], "verdict": report["verdict"]}
     return {**report, "verification": short}

@@ -79,8 +79,24 @@ def split_people(prepared: Path, holdout_share: float, seed: int = 0,
     return sorted(people[i] for i in order[held:]), held_out
 
 
-def save_split(path: Path, train: list[str], held_out: list[str]) -> None:
-    path.write_text(json.dumps({"train": train, "held_out": held_out}, indent=1))
+def split_validation(train: list[str], share: float, seed: int = 0
+                     ) -> tuple[list[str], list[str]]:
+    """Some of the training people set aside to choose when to stop (early stopping).
+
+    They are neither trained on nor part of the held-out people the model is finally judged
+    on: a stopping point picked on the judging people would flatter the model.
+    """
+    order = np.random.default_rng([seed, 1]).permutation(len(train))
+    count = int(round(share * len(train)))
+    return (sorted(train[i] for i in order[count:]), sorted(train[i] for i in order[:count]))
+
+
+def save_split(path: Path, train: list[str], held_out: list[str],
+               validation: list[str] | None = None) -> None:
+    split = {"train": train, "held_out": held_out}
+    if validation:
+        split["validation"] = validation
+    path.write_text(json.dumps(split, indent=1))
 
 
 def load_split(path: Path) -> tuple[list[str], list[str]]:

@@ -3,15 +3,20 @@
 Always through TensorFlow (the TFLite converter), whatever backend trained the run: the
 weights file is backend-neutral. For each precision:
 
-1. convert: ``float16`` (weights stored as float16) or ``int8`` (full-integer: int8 weights,
-   activations, input and output, calibrated on a representative set of aligned crops drawn
-   from the training people);
+1. convert: ``float16`` (weights stored as float16) or ``int8``. ``int8`` is full-integer by
+   default (int8 weights, activations, input and output, calibrated on a representative set
+   of aligned crops drawn from the training people); ``--int8 dynamic`` writes int8 weights
+   with float activations instead (dynamic range, as the door's default SFace), with the
+   depthwise weights back in float so XNNPACK runs every node (``training/sface_xnnpack.py``);
 2. check it against the Keras model on faces of the held-out people, never used for
    calibration: the mean cosine between the two embeddings of each face must reach
    ``--min-cosine`` (0.99), or the export fails and writes nothing;
 3. calibrate the thresholds with the TFLite file run by the device's own ``FaceEmbedder``:
-   the 1:1 threshold at ``--target-far`` on pairs of held-out people, and the door's (1:N)
-   threshold at ``--target-fpir`` against a prepared folder of strangers when one is given;
+   the 1:1 threshold at ``--target-far`` on pairs of held-out people, the enrolment check's at
+   FAR 1e-4 on all their pairs, and, against a prepared folder of strangers when one is
+   given, the door's (1:N) threshold at ``--target-fpir`` as a curve over gallery sizes
+   (``by_gallery_size``, the tail model of ``training/calibrate_open_set.py`` fitted on the
+   held-out people's stranger searches);
 4. write ``NAME_PRECISION.tflite`` and its JSON card into ``models/`` (or ``--out``), so the
    daemon loads it by name and ``facegate reembed`` moves a gallery to it.
 """
@@ -63,8 +68,10 @@ def _tensorflow():
     return tf
 
 
-def convert(embedder, precision: str, representative: np.ndarray | None = None) -> bytes:
-    """The TFLite flatbuffer of ``embedder`` at ``precision`` ("float16" or "int8")."""
+def convert(embedder, precision: str, representative: np.ndarray | None = None, *,
+            int8: str = "full") -> bytes:
+    """The TFLite flatbuffer of ``embedder`` at ``precision`` ("float16" or "int8"; an int8
+    file is ``int8`` "full" integer or "dynamic" range)."""
     tf = _tensorflow()
     import keras
 
@@ -78,7 +85,20 @@ def convert(embedder, precision: str, representative: np.ndarray | None = None) 
         archive.write_out(saved_model, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if precision == "int8" and int8 == "dynamic":
+            return _float_depthwise(converter.convert())
         return _convert(tf, converter, precision, representative)
+
+
+def _float_depthwise(model: bytes) -> bytes:
+    """Dynamic-range weights, less the depthwise ones XNNPACK cannot take in int8."""
+    from training.sface_xnnpack import float_depthwise
+
+    with tempfile.TemporaryDirectory() as scratch:
+        source, target = Path(scratch) / "int8dr.tflite", Path(scratch) / "xnnpack.tflite"
+        source.write_bytes(model)
+        float_depthwise(source, target)
+        return target.read_bytes()
 
 
 def _convert(tf, converter, precision: str, representative: np.ndarray | None) -> bytes:
@@ -124,6 +144,14 @@ def calibrate(held_out: CropSet, held_out_embeddings: np.ndarray, strangers: Cro
                               "held-out people (never trained on)"}
     accuracy = {k: figures[k] for k in ("accuracy_mean", "accuracy_std", "tar_at_far_0.01",
                                         "tar_at_far_0.001", "tar_at_far_0.0001")}
+    one_to_one["enrolment_threshold"] = {
+        "score": figures["all_pairs"]["threshold_at_far_0.0001"], "far": 1e-4,
+        "used_for": "enrolment: a new photo of an enrolled person must reach this cosine "
+                    "with one of their templates",
+        "set_from": f"every pair of images of different held-out people "
+                    f"({figures['all_pairs']['impostor_pairs']:,} pairs): cosine at which "
+                    f"0.01% pass; {100 * figures['all_pairs']['tar_at_far_0.0001']:.2f}% of "
+                    "same-person pairs pass it"}
     if strangers is None:
         door = {"score": round(pair_threshold, 4), "margin": DEFAULT_MARGIN,
                 "metric": "cosine of unit embeddings", "far": target_far,
@@ -145,27 +173,58 @@ def calibrate(held_out: CropSet, held_out_embeddings: np.ndarray, strangers: Cro
     accuracy["rank1_identification_rate"] = report["rank1_identification_rate"]
     for target in FPIRS:
         accuracy[f"open_set_fnir_at_fpir_{target:g}"] = report["at_fpir"][f"{target:g}"]["fnir"]
+    if target_fpir == 1e-3 and len(held_out.names) >= 10:
+        door.update(threshold_curve(held_out, held_out_embeddings, stranger_embeddings))
     return door, one_to_one, accuracy
+
+
+def threshold_curve(held_out: CropSet, embeddings: np.ndarray,
+                    stranger_embeddings: np.ndarray) -> dict:
+    """The door's threshold at FPIR 1e-3 for any gallery size, with ``score`` at 1,000
+    people (as the default SFace card), and the door protocol's figures behind it."""
+    from training.calibrate_open_set import INTERPOLATION, interpolate
+    from training.compare import door_protocol, faces_of
+
+    strangers = stranger_embeddings / np.maximum(
+        np.linalg.norm(stranger_embeddings, axis=1, keepdims=True), 1e-12)
+    protocol = door_protocol(faces_of(held_out, embeddings), strangers.astype(np.float32),
+                             margin=DEFAULT_MARGIN)
+    curve = protocol.pop("threshold_by_gallery_size")
+    return {"score": round(interpolate(curve, 1000), 4), "by_gallery_size": curve,
+            "interpolation": INTERPOLATION,
+            "set_for": "open-set identification with one photo per person enrolled, at any "
+                       "gallery size: the door interpolates by_gallery_size at its number of "
+                       "people ('score' is the threshold at 1,000 people); FPIR per stranger "
+                       "presentation",
+            "curve_from": f"{protocol['stranger_searches']:,} stranger searches of "
+                          f"{len(held_out.names)} held-out people (leave-one-out, 10 choices of "
+                          "the enrolled photo) and the strangers folder, with the tail model "
+                          "of training/calibrate_open_set.py",
+            "door_protocol": protocol}
 
 
 def write_card(out: Path, name: str, model: bytes, precision: str, facts: dict,
                training: dict, checks: dict, door: dict, one_to_one: dict, accuracy: dict,
-               command: str) -> Path:
+               command: str, int8: str = "full") -> Path:
     alignment = {"method": facts["alignment"], "size": 112,
                  "template": ARCFACE_TEMPLATE_112.tolist(),
                  "template_name": "ArcFace 5-point, 112x112",
                  "five_points_from": "FaceMesh: eye-ring centres, nose tip (4), mouth corners "
                                      "(61, 291)",
                  "made_by": "python -m training prepare (the door's own aligner)"}
+    integer_input = precision == "int8" and int8 == "full"
     card = {
         "name": name,
         "file": f"{name}.tflite",
         "task": "face_embedding",
-        "architecture": f"{facts['backbone']['name']} (width {facts['backbone']['width']}), "
-                        f"{facts['backbone']['embedding_dim']}-d, trained by facegate with "
-                        f"the {facts['loss']} loss",
+        "architecture": (
+            f"{facts['backbone']['name']} (width {facts['backbone']['width']}), "
+            f"{facts['backbone']['embedding_dim']}-d, " + (
+                f"fine-tuned by facegate from {facts['init_from']} with the {facts['loss']} "
+                "loss" if facts.get("init_from") else
+                f"trained by facegate with the {facts['loss']} loss")),
         "input": {"size": [112, 112],
-                  "layout": f"NHWC {'int8' if precision == 'int8' else 'float32'} "
+                  "layout": f"NHWC {'int8' if integer_input else 'float32'} "
                             "[1, 112, 112, 3]",
                   "colour": "RGB", "mean": 0.0, "std": 1.0,
                   "normalisation": "none: pixels 0..255 (scaled inside the network; an int8 "
@@ -174,16 +233,23 @@ def write_card(out: Path, name: str, model: bytes, precision: str, facts: dict,
                    "dim": facts["backbone"]["embedding_dim"]},
         "alignment": alignment,
         "mirror": False,
-        "precision": {"int8": "full-integer int8 (weights, activations, input, output)",
+        "precision": {"int8": "full-integer int8 (weights, activations, input, output)"
+                      if int8 == "full" else "dynamic-range int8 weights (depthwise weights in "
+                      "float32, so XNNPACK runs every node), float32 activations",
                       "float16": "float16 weights, float32 activations"}[precision],
         "sha256": hashlib.sha256(model).hexdigest(),
-        "licence": "Apache-2.0 (trained by facegate; the training photos' own terms apply)",
+        "licence": "Apache-2.0 (trained by facegate" + (
+            "; the start model, OpenCV Zoo's SFace, is Apache-2.0" if facts.get("init_from")
+            in ("sface", "face_recognition_sface_2021dec") else "")
+            + "; the training photos' own terms apply)",
         "source": {"trained_by": "facegate training/ (python -m training train)",
                    "run": training["run"], "data": training["data"]},
         "training": training,
         "parity": {**checks, "reference": "the Keras model of the run, same crops"},
         "threshold": {**door, "measured_by": command},
-        "verification_threshold": {**one_to_one, "measured_by": command},
+        "verification_threshold": {**{k: v for k, v in one_to_one.items()
+                                      if k != "enrolment_threshold"}, "measured_by": command},
+        "enrolment_threshold": {**one_to_one["enrolment_threshold"], "measured_by": command},
         "accuracy": {**accuracy, "measured_on": "held-out people of the prepared set, "
                                                 "through the device's FaceEmbedder",
                      "measured_by": command},
@@ -224,7 +290,7 @@ def export_command(values: dict) -> dict:
     results = {}
     for precision in precisions:
         name = f"{values['name']}_{precision}"
-        model = convert(embedder, precision, representative)
+        model = convert(embedder, precision, representative, int8=values.get("int8", "full"))
         with tempfile.TemporaryDirectory() as scratch:
             # Judge the file where nothing else can see it; only a passing file reaches out/.
             scratch = Path(scratch)
@@ -249,7 +315,7 @@ def export_command(values: dict) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.tflite").write_bytes(model)
         write_card(out, name, model, precision, facts, training, checks, door, one_to_one,
-                   accuracy, command)
+                   accuracy, command, values.get("int8", "full"))
         results[name] = {"file": str(out / f"{name}.tflite"), "bytes": len(model),
                          "parity": checks, "threshold": door["score"],
                          "verification_threshold": one_to_one["score"], "accuracy": accuracy}

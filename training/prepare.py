@@ -10,6 +10,11 @@ network trained on them sees exactly what the door will show it. Output, in ``--
 - ``prepare.json``: the settings, so a later run can check it aligns the same way.
 
 Rows are appended as images finish, so an interrupted run picks up where it stopped.
+
+A door's harvest (``python -m training harvest``) is taken as it is: the files its
+``harvest.json`` lists as aligned crops (the gallery's enrolment crops, which a detector would
+not find again reliably at 112x112) become crops directly, once they decode at 112x112 and
+were aligned the way this run aligns; the other files (grant snapshots) are aligned as usual.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import cv2
 import numpy as np
 
 from device.errors import FacegateError
+from device.vision.alignment import ARCFACE_TEMPLATE_112
 from device.vision.image_io import read_image
 from device.vision.models import default_models_dir
 from device.vision.pipeline import FacePipeline, LocatedFace
@@ -40,6 +46,10 @@ RIVAL_AREA_SHARE = 0.25
 # A rival face whose centre is within this share of the image diagonal of the subject's
 # distance from the centre makes the photo ambiguous.
 AMBIGUOUS_OFFSET_SHARE = 0.1
+HARVEST_FILE = "harvest.json"  # training/harvest.py writes it; read here without importing
+CROP_SIZE = 112
+# An aligned crop's eyes sit where the template puts them.
+TEMPLATE_INTEROCULAR_PX = float(np.linalg.norm(ARCFACE_TEMPLATE_112[1] - ARCFACE_TEMPLATE_112[0]))
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,46 @@ def align_one(job: tuple[str, str]) -> Outcome:
     interocular = float(np.linalg.norm(subject.landmarks5[1] - subject.landmarks5[0]))
     return Outcome(source, person, encoded.tobytes() if ok else None, interocular,
                    "" if ok else "could not encode the crop")
+
+
+def harvested_crops(folder: Path) -> dict[str, str]:
+    """``{"PERSON/FILE": alignment}`` for the aligned crops a harvest in ``folder`` lists
+    (empty when ``folder`` is no harvest); an unfinished or unreadable harvest is refused."""
+    path = folder / HARVEST_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        if not record.get("complete"):
+            raise FacegateError(f"{path}: that harvest did not finish; run harvest again")
+        return {str(entry["file"]): str(entry["alignment"])
+                for entry in record.get("aligned_crops", [])}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise FacegateError(f"{path} is not a harvest record ({error})") from None
+
+
+def take_aligned(person: str, source: str, made_with: str, alignment: str) -> Outcome:
+    """A harvested crop, already aligned, taken as it is (or why not)."""
+    if made_with != alignment:
+        return Outcome(source, person, None, 0.0,
+                       f"aligned crop of another alignment: made with {made_with}, this "
+                       f"prepare aligns with {alignment} (use --alignment {made_with})")
+    try:
+        data = Path(source).read_bytes()
+    except OSError as error:
+        return Outcome(source, person, None, 0.0, f"unreadable: {error.strerror or error}")
+    crop = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if crop is None:
+        return Outcome(source, person, None, 0.0, "unreadable: the aligned crop does not decode")
+    if crop.shape[:2] != (CROP_SIZE, CROP_SIZE):
+        return Outcome(source, person, None, 0.0,
+                       f"aligned crop not {CROP_SIZE}x{CROP_SIZE}: {crop.shape[1]}x"
+                       f"{crop.shape[0]}")
+    if not data.startswith(b"\xff\xd8\xff"):  # keep the crops' one format
+        ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY])
+        data = encoded.tobytes() if ok else b""
+    return Outcome(source, person, data or None, TEMPLATE_INTEROCULAR_PX,
+                   "" if data else "could not encode the crop")
 
 
 def choose_subject(faces: list[LocatedFace], frame_shape: tuple[int, ...]
@@ -154,18 +204,29 @@ def prepare(source: Path, out: Path, *, workers: int = 0, alignment: str = "simi
         keep = set(sorted({person for person, _ in sources})[:max_people])
         sources = [(p, s) for p, s in sources if p in keep]
     done = _done_sources(out)
+    aligned = harvested_crops(source)
     jobs = [(person, str(path)) for person, path in sources if str(path) not in done]
+    taken = [(p, s) for p, s in jobs if f"{p}/{Path(s).name}" in aligned]
+    jobs = [job for job in jobs if job not in taken]
     workers = workers or max(1, (os.cpu_count() or 2))
     manifest_file, manifest = _appender(out / "manifest.csv", MANIFEST_FIELDS)
     rejected_file, rejected = _appender(out / "rejected.csv", REJECTED_FIELDS)
-    bar = _progress_bar(len(sources), len(sources) - len(jobs), progress)
+    bar = _progress_bar(len(sources), len(sources) - len(jobs) - len(taken), progress)
+
+    def record(outcome: Outcome) -> None:
+        _record(outcome, out, manifest, rejected)
+        manifest_file.flush(), rejected_file.flush()
+        bar.update(1)
+
     try:
-        with multiprocessing.get_context("spawn").Pool(
-                workers, _start_worker, (str(models_dir), alignment)) as pool:
-            for outcome in pool.imap_unordered(align_one, jobs, chunksize=4):
-                _record(outcome, out, manifest, rejected)
-                manifest_file.flush(), rejected_file.flush()
-                bar.update(1)
+        for person, path in taken:
+            record(take_aligned(person, path, aligned[f"{person}/{Path(path).name}"],
+                                alignment))
+        if jobs:
+            with multiprocessing.get_context("spawn").Pool(
+                    workers, _start_worker, (str(models_dir), alignment)) as pool:
+                for outcome in pool.imap_unordered(align_one, jobs, chunksize=4):
+                    record(outcome)
     finally:
         bar.close()
         manifest_file.close(), rejected_file.close()

@@ -1,0 +1,123 @@
+"""Two embedders judged side by side on the same held-apart people, as the door would use them.
+
+``python -m training evaluate --run RUN (or --tflite FILE) --against MODEL --strangers DIR``
+embeds the same prepared crops with both models and reports, for each:
+
+- **pairs**: 10-fold verification accuracy and TAR at FAR 1e-3 (``training.evaluate``);
+- **the door's protocol**: each person enrolled from one photo, identified by their next five;
+  strangers are the held-apart people themselves, each searched against a gallery without
+  them (leave-one-out), and ``--strangers`` (people never enrolled) against everyone. Repeated
+  for ten choices of the enrolled photo (the first, the second, ... wrapping round) so the
+  FPIR of 1e-3 rests on thousands of stranger searches rather than hundreds. FNIR at FPIR
+  1e-3 and 1e-2, with the door's margin over the next person;
+- **the threshold curve**: the open-set threshold at FPIR 1e-3 against the gallery size, from
+  the tail model of ``training/calibrate_open_set.py`` (what a card's ``by_gallery_size``
+  holds), fitted on these people;
+- **the verdict**: whether the candidate is at least as good on pairs accuracy and TAR and
+  strictly better on both FNIRs — the rule for making a fine-tuned model the default.
+
+Both models see exactly the same crops and stranger searches, so the difference is the
+models'. The figures are development figures on held-apart people of ``../shared``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from training.calibrate_open_set import (
+    SCORE_FLOOR,
+    Faces,
+    TailModel,
+    open_set_trial,
+    threshold_curves,
+)
+from training.data import CropSet
+from training.evaluate import verification
+
+DOOR_MARGIN = 0.02  # the default SFace card's margin over the next person
+DOOR_VARIANTS = 10  # choices of the enrolled photo
+FPIRS = (1e-3, 1e-2)
+
+
+def faces_of(crops: CropSet, embeddings: np.ndarray) -> Faces:
+    """Unit embeddings grouped by person in file order (CropSet rows are sorted that way)."""
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return Faces(unit.astype(np.float32), crops.labels.astype(int), list(crops.names))
+
+
+def door_protocol(faces: Faces, strangers: np.ndarray, *, margin: float = DOOR_MARGIN,
+                  variants: int = DOOR_VARIANTS) -> dict:
+    """FNIR at FPIR 1e-3 and 1e-2 with one photo enrolled and the next five as probes."""
+    trial = open_set_trial(faces, strangers, variants=variants, genuine_variants=variants,
+                           floor=SCORE_FLOOR)
+    first = open_set_trial(faces, strangers, variants=1, floor=SCORE_FLOOR)
+    report = {"people": faces.people, "photos": int(len(faces.labels)),
+              "strangers_never_enrolled": int(len(strangers)), "margin": margin,
+              "variants": variants, "stranger_searches": len(trial.searches),
+              "genuine_probes": int(len(trial.genuine.best)),
+              "rank1": round(float(trial.genuine.right.mean()), 4)}
+    for fpir in FPIRS:
+        threshold = trial.searches.threshold_at(fpir, margin)
+        figures = trial.genuine.figures(threshold, margin)
+        first_threshold = first.searches.threshold_at(fpir, margin)
+        report[f"at_fpir_{fpir:g}"] = {
+            "threshold": round(threshold, 4),
+            "fpir": round(trial.searches.fpir(threshold, margin), 5),
+            "fnir": round(figures["fnir"], 4), "mistaken": round(figures["mistaken"], 5),
+            # The single choice the issue names (the first photo enrolled): fewer searches.
+            "first_photo_only": {
+                "stranger_searches": len(first.searches),
+                "threshold": round(first_threshold, 4),
+                "fnir": round(first.genuine.figures(first_threshold, margin)["fnir"], 4)}}
+    try:
+        model = TailModel.heaviest(trial.comparisons)
+    except ValueError as error:  # a handful of people: too few look-alikes to fit a tail
+        report["threshold_by_gallery_size"] = None
+        report["threshold_curve_missing_because"] = str(error)
+        return report
+    report["threshold_by_gallery_size"] = [
+        [row["gallery_size"], row["threshold"]]
+        for row in threshold_curves(model, (1e-3,))["0.001"]]
+    return report
+
+
+def judge(crops: CropSet, strangers: CropSet | None,
+          embed: Callable[[CropSet], np.ndarray], label: str) -> dict:
+    """Every figure of one model on ``crops`` (and ``strangers``)."""
+    from training.crop_evaluation import as_embedded_set
+
+    embeddings = embed(crops)
+    figures = verification(as_embedded_set(crops, embeddings))
+    report = {"model": label, "verification": figures}
+    if strangers is not None:
+        stranger_faces = faces_of(strangers, embed(strangers))
+        report["door_protocol"] = door_protocol(faces_of(crops, embeddings),
+                                                stranger_faces.embeddings)
+    return report
+
+
+def headline(report: dict) -> dict[str, float]:
+    """The four figures the verdict weighs."""
+    figures = {"pairs_accuracy": report["verification"]["accuracy_mean"],
+               "tar_at_far_1e-3": report["verification"]["tar_at_far_0.001"]}
+    door = report.get("door_protocol")
+    if door:
+        for fpir in FPIRS:
+            figures[f"fnir_at_fpir_{fpir:g}"] = door[f"at_fpir_{fpir:g}"]["fnir"]
+    return figures
+
+
+def verdict(candidate: dict, against: dict) -> dict:
+    """Is the candidate at least as good on pairs and TAR, and lower on every FNIR?"""
+    new, old = headline(candidate), headline(against)
+    better = {}
+    for key in new:
+        if key.startswith("fnir"):
+            better[key] = new[key] < old[key]
+        else:
+            better[key] = new[key] >= old[key]
+    return {"candidate": new, "against": old,
+            "difference": {k: round(new[k] - old[k], 4) for k in new},
+            "better_on": better, "better_on_every_figure": all(better.values())}
