@@ -42,7 +42,7 @@ _HELP = {
     "warmup_learning_rate": "the centres' learning rate in that warm-up",
     "train_top_units": "fine-tuning: train only the top N units (default: all)",
     "freeze_batchnorm": "keep the start model's batch-norm statistics",
-    "early_stopping_patience": "stop after N epochs without a better validation TAR",
+    "early_stopping_patience": "stop after N epochs without a lower validation FNIR",
     "time_budget_minutes": "stop cleanly after this long",
     "mixed_precision": "float16 compute on a GPU",
     "gpus": "how many GPUs (default: all; 0: CPU)",

@@ -272,6 +272,11 @@ def export_command(values: dict) -> dict:
     train_people, held_out_people = load_split(run / "split.json")
     data = Path(config["data"])
     held_out = CropSet.load(data, set(held_out_people))
+    if len(held_out.names) < 4:
+        raise FacegateError(
+            f"{run}: {len(held_out.names)} held-out people; export sets the thresholds on "
+            "the people a run never trained on and needs at least 4 (train with a larger "
+            "--holdout-share, or on more people)")
     rng = np.random.default_rng(0)
     calibration = CropSet.load(data, set(train_people))
     calibration_rows = rng.choice(len(calibration), min(len(calibration),

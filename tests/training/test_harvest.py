@@ -325,3 +325,90 @@ def test_a_file_that_is_no_gallery_is_one_sentence_and_leaves_no_folder(tmp_path
         harvest(tmp_path / "facegate.db", tmp_path / "out")
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def busy_door(tmp_path_factory) -> Door:
+    """Every train-mini person enrolled from their first photo and let in with the other
+    two, where the identifier recognises them: enough people to hold some apart."""
+    root = tmp_path_factory.mktemp("busy-door")
+    door = Door(root / "facegate.db", root / "snapshots")
+    pipeline = FacePipeline.from_models_dir()
+    with Gallery(door.db) as gallery, EventLog(door.db, door.snapshots, door_id="front",
+                                               stdout=io.StringIO()) as log:
+        people = sorted(p.name for p in TRAIN_MINI.iterdir() if p.is_dir())
+        for person in people:
+            door.ids[person] = _enrol(pipeline, gallery, person.replace("_", " "),
+                                      photo(person, 1))
+        for person in people:
+            for number in (2, 3):
+                try:
+                    door.events[f"{person}-{number}"] = _decide(
+                        pipeline, gallery, log, "granted", photo(person, number))
+                except AssertionError:  # not recognised at the door: no grant to log
+                    pass
+    return door
+
+
+def test_the_technicians_whole_loop_from_a_door_back_to_the_door(busy_door, tmp_path, capsys):
+    """harvest -> prepare -> train --init-from sface -> export -> evaluate --against ->
+    facegate reembed --model NEW, each step through its command line."""
+    from device.cli import main as facegate
+    from device.vision.models import default_models_dir
+    from training.cli import main as training
+
+    door = busy_door
+    harvest_dir, prepared, run = tmp_path / "harvest", tmp_path / "prepared", tmp_path / "run"
+    models = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models)
+    assert training(["harvest", "--db", str(door.db), "--out", str(harvest_dir),
+                     "--min-score", "0.3"]) == 0
+    assert training(["prepare", "--data", str(harvest_dir), "--out", str(prepared),
+                     "--workers", "1", "--no-progress"]) == 0
+    assert training(["train", "--data", str(prepared), "--out", str(run),
+                     "--backbone", "sface", "--init-from", "sface", "--epochs", "2",
+                     "--warmup-centres-epochs", "1", "--train-top-units", "2",
+                     "--freeze-batchnorm", "--decay-towards", "start", "--batch-size", "4",
+                     "--steps-per-epoch", "2", "--holdout-share", "0.34",
+                     "--learning-rate", "0.001", "--workers", "1", "--eval-every", "0",
+                     "--checkpoint-every", "0"]) == 0
+    assert training(["export", "--run", str(run), "--name", "site_sface", "--out", str(models),
+                     "--int8", "dynamic", "--precision", "int8", "--min-cosine", "0.99"]) == 0
+    capsys.readouterr()
+    assert training(["evaluate", "--tflite", str(models / "site_sface_int8.tflite"),
+                     "--data", str(prepared), "--people", "all",
+                     "--against", "face_recognition_sface_2021dec_int8dr_xnnpack",
+                     "--models-dir", str(models)]) == 0
+    judged = json.loads(capsys.readouterr().out)
+    people = len([p for p in harvest_dir.iterdir() if p.is_dir()])
+    assert judged["model"] == "site_sface_int8" and judged["people"] == people >= 10
+    assert set(judged["verdict"]["candidate"]) == {"pairs_accuracy", "tar_at_far_1e-3"}
+
+    # The door moves its gallery to the new model, from the crops it stored at enrolment.
+    gallery = tmp_path / "door.db"
+    shutil.copy(door.db, gallery)
+    common = ["--db", str(gallery), "--models-dir", str(models),
+              "--data-dir", str(tmp_path / "data")]
+    assert facegate(["reembed", *common, "--model", "site_sface_int8"]) == 0
+    assert "with site_sface_int8" in capsys.readouterr().out
+    assert facegate(["identify", *common, "--model", "site_sface_int8",
+                     str(photo("Alec_Baldwin", 2))]) == 0
+    match = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["faces"][0]
+    assert match["person"] == "Alec Baldwin"
+
+
+def test_export_of_a_run_with_too_few_held_out_people_is_one_sentence(door, tmp_path):
+    from training.cli import main as training
+
+    harvest_dir, prepared, run = tmp_path / "harvest", tmp_path / "prepared", tmp_path / "run"
+    harvest(door.db, harvest_dir, min_score=0.0)
+    prepare(harvest_dir, prepared, workers=1, progress=False)
+    assert training(["train", "--data", str(prepared), "--out", str(run), "--backbone", "sface",
+                     "--init-from", "sface", "--epochs", "1", "--batch-size", "4",
+                     "--holdout-share", "0.2", "--train-top-units", "1", "--workers", "1",
+                     "--eval-every", "0", "--checkpoint-every", "0"]) == 0
+    with pytest.raises(FacegateError, match="held-out people; export sets the thresholds"):
+        from training.export import export_command
+
+        export_command({"run": str(run), "name": "too_few", "out": str(tmp_path / "models"),
+                        "int8": "dynamic"})
