@@ -78,12 +78,14 @@ train-lfw-report: $(TRAIN_STAMP)
 	$(TRAIN_BIN)/python bench/bench_training.py --data var/train/lfw-a \
 		--json bench/results/training-speed.json
 
-# Fine-tuning the door's SFace for a site (docs/training.md, "Fine-tuning SFace"): four
-# settings (COCO on the top 9 or top 3 units, COCO with a larger scale, the triplet loss) on
-# one time budget each, two at a time with one CPU thread each; the one with the lowest door
-# miss rate on the validation people is exported (int8 dynamic range + float16) into models/
-# and judged beside SFace on the held-out people: bench/results/finetune.json and
-# finetune-roc.png. About 80 minutes on a 2-core machine; a rerun skips finished settings.
+# Fine-tuning the door's SFace for a site (docs/training.md, "Fine-tuning SFace for a site"):
+# six settings (COCO on the top 9 or top 3 units or on all of them, at the default scale or
+# larger ones, and the triplet loss; training/finetune_experiment.py) on one time
+# budget each, two at a time with one CPU thread each; the one with the lowest door miss rate
+# on the validation people is exported (int8 dynamic range + float16) into models/ and judged
+# beside SFace on the held-out people: bench/results/finetune.json and finetune-roc.png.
+# About an hour on a 2-core machine (early stopping ends most settings well inside their
+# budget); a rerun skips the settings already trained.
 FINETUNED := face_recognition_sface_coco_finetune_2026dec
 FINETUNE_RUNS := var/train/finetune
 .PHONY: train-finetune

@@ -34,23 +34,30 @@ from training.calibrate_open_set import (
     threshold_curves,
 )
 from training.data import CropSet
-from training.evaluate import verification
+from training.evaluate import KNOWN_LABEL_NOISE, KNOWN_WRONG_FACE, verification
 
 DOOR_MARGIN = 0.02  # the default SFace card's margin over the next person
 DOOR_VARIANTS = 10  # choices of the enrolled photo
 FPIRS = (1e-3, 1e-2)
 
 
-def faces_of(crops: CropSet, embeddings: np.ndarray) -> Faces:
-    """Unit embeddings grouped by person in file order (CropSet rows are sorted that way)."""
+def faces_of(crops: CropSet, embeddings: np.ndarray,
+             leave_out: dict[str, str] | None = None) -> Faces:
+    """Unit embeddings grouped by person in file order (CropSet rows are sorted that way),
+    less the photos named in ``leave_out`` (file name -> why)."""
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    return Faces(unit.astype(np.float32), crops.labels.astype(int), list(crops.names))
+    keep = np.array([path.name not in (leave_out or {}) for path in crops.paths], bool)
+    kept, labels = np.unique(crops.labels[keep], return_inverse=True)
+    return Faces(unit[keep].astype(np.float32), labels.astype(int),
+                 [crops.names[i] for i in kept])
 
 
 def door_protocol(faces: Faces, strangers: np.ndarray, *, margin: float = DOOR_MARGIN,
-                  variants: int = DOOR_VARIANTS, curve: bool = True) -> dict:
+                  variants: int = DOOR_VARIANTS, curve: bool = True,
+                  misses: dict | None = None) -> dict:
     """FNIR at FPIR 1e-3 and 1e-2 with one photo enrolled and the next five as probes (and
-    the threshold curve, unless ``curve`` is False)."""
+    the threshold curve, unless ``curve`` is False). ``misses``, when given, receives each
+    FPIR's per-probe misses and the probes' people, for a paired comparison."""
     trial = open_set_trial(faces, strangers, variants=variants, genuine_variants=variants,
                            floor=SCORE_FLOOR)
     first = open_set_trial(faces, strangers, variants=1, floor=SCORE_FLOOR)
@@ -62,6 +69,10 @@ def door_protocol(faces: Faces, strangers: np.ndarray, *, margin: float = DOOR_M
     for fpir in FPIRS:
         threshold = trial.searches.threshold_at(fpir, margin)
         figures = trial.genuine.figures(threshold, margin)
+        if misses is not None:
+            genuine = trial.genuine
+            accepted = (genuine.best >= threshold) & (genuine.best - genuine.second >= margin)
+            misses[fpir] = (~(accepted & genuine.right), genuine.person)
         first_threshold = first.searches.threshold_at(fpir, margin)
         report[f"at_fpir_{fpir:g}"] = {
             "threshold": round(threshold, 4),
@@ -72,6 +83,11 @@ def door_protocol(faces: Faces, strangers: np.ndarray, *, margin: float = DOOR_M
                 "stranger_searches": len(first.searches),
                 "threshold": round(first_threshold, 4),
                 "fnir": round(first.genuine.figures(first_threshold, margin)["fnir"], 4)}}
+    # The door's trade-off over thresholds (a DET curve): FNIR at each FPIR.
+    report["fnir_by_fpir"] = [
+        [float(f"{fpir:.3g}"), round(trial.genuine.figures(
+            trial.searches.threshold_at(fpir, margin), margin)["fnir"], 4)]
+        for fpir in np.logspace(-3.5, -0.5, 25) if fpir * len(trial.searches) >= 1]
     if not curve:
         return report
     try:
@@ -87,17 +103,24 @@ def door_protocol(faces: Faces, strangers: np.ndarray, *, margin: float = DOOR_M
 
 
 def judge(crops: CropSet, strangers: CropSet | None,
-          embed: Callable[[CropSet], np.ndarray], label: str) -> dict:
-    """Every figure of one model on ``crops`` (and ``strangers``)."""
+          embed: Callable[[CropSet], np.ndarray], label: str,
+          misses: dict | None = None) -> dict:
+    """Every figure of one model on ``crops`` (and ``strangers``); ``misses`` as for
+    ``door_protocol``."""
     from training.crop_evaluation import as_embedded_set
 
     embeddings = embed(crops)
     figures = verification(as_embedded_set(crops, embeddings))
     report = {"model": label, "verification": figures}
     if strangers is not None:
-        stranger_faces = faces_of(strangers, embed(strangers))
-        report["door_protocol"] = door_protocol(faces_of(crops, embeddings),
-                                                stranger_faces.embeddings)
+        # As the calibration does: a "stranger" who is an enrolled person under another
+        # name, and a photo whose largest face is someone else, are left out (and listed).
+        stranger_faces = faces_of(strangers, embed(strangers), KNOWN_LABEL_NOISE)
+        report["door_protocol"] = door_protocol(faces_of(crops, embeddings, KNOWN_WRONG_FACE),
+                                                stranger_faces.embeddings, misses=misses)
+        report["door_protocol"]["left_out"] = {
+            name: why for name, why in {**KNOWN_LABEL_NOISE, **KNOWN_WRONG_FACE}.items()
+            if name in {path.name for path in (*crops.paths, *strangers.paths)}}
     return report
 
 
@@ -112,8 +135,26 @@ def headline(report: dict) -> dict[str, float]:
     return figures
 
 
-def verdict(candidate: dict, against: dict) -> dict:
-    """Is the candidate at least as good on pairs and TAR, and lower on every FNIR?"""
+def paired_interval(new_misses: np.ndarray, old_misses: np.ndarray, people: np.ndarray,
+                    resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95% interval of FNIR(new) - FNIR(old) over the same genuine probes, resampling whole
+    people (one person's probes are not independent), each model at its own threshold."""
+    _, group = np.unique(people, return_inverse=True)
+    new_per = np.bincount(group, weights=new_misses.astype(float))
+    old_per = np.bincount(group, weights=old_misses.astype(float))
+    size_per = np.bincount(group).astype(float)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(size_per), np.full(len(size_per), 1 / len(size_per)),
+                              size=resamples)
+    differences = (weights @ (new_per - old_per)) / (weights @ size_per)
+    return [round(float(q), 4) for q in np.quantile(differences, [0.025, 0.975])]
+
+
+def verdict(candidate: dict, against: dict, new_misses: dict | None = None,
+            old_misses: dict | None = None) -> dict:
+    """Is the candidate at least as good on pairs and TAR, and lower on every FNIR? With the
+    misses of both, each FNIR difference also gets its 95% interval over resampled people
+    (the thresholds held where the full set put them)."""
     new, old = headline(candidate), headline(against)
     better = {}
     for key in new:
@@ -121,6 +162,13 @@ def verdict(candidate: dict, against: dict) -> dict:
             better[key] = new[key] < old[key]
         else:
             better[key] = new[key] >= old[key]
-    return {"candidate": new, "against": old,
-            "difference": {k: round(new[k] - old[k], 4) for k in new},
-            "better_on": better, "better_on_every_figure": all(better.values())}
+    report = {"candidate": new, "against": old,
+              "difference": {k: round(new[k] - old[k], 4) for k in new},
+              "better_on": better, "better_on_every_figure": all(better.values())}
+    if new_misses and old_misses:
+        report["fnir_difference_interval_95"] = {
+            f"fnir_at_fpir_{fpir:g}": paired_interval(new_misses[fpir][0],
+                                                      old_misses[fpir][0],
+                                                      new_misses[fpir][1])
+            for fpir in FPIRS if fpir in new_misses and fpir in old_misses}
+    return report

@@ -195,11 +195,13 @@ def _against_report(values: dict, crops: CropSet, data_dir, embed, label: str,
     def embed_against(c: CropSet) -> np.ndarray:
         return tflite_embeddings(against_card, c)
 
-    candidate = judge(crops, strangers, embed, label)
-    against = judge(crops, strangers, embed_against, against_card.name)
+    new_misses: dict = {}
+    old_misses: dict = {}
+    candidate = judge(crops, strangers, embed, label, new_misses)
+    against = judge(crops, strangers, embed_against, against_card.name, old_misses)
     return {**candidate, "data": str(data_dir), "people": len(crops.names), "crops": len(crops),
             "strangers": str(values.get("strangers")), "against": against,
-            "verdict": verdict(candidate, against)}
+            "verdict": verdict(candidate, against, new_misses, old_misses)}
 
 
 def _photos_report(values: dict, models_dir: Path) -> dict:

@@ -39,6 +39,8 @@ from training.data import CropSet, load_split
 from training.evaluate import (
     FLOOR,
     FPIRS,
+    KNOWN_LABEL_NOISE,
+    KNOWN_WRONG_FACE,
     open_set,
     open_set_scores,
     tar_at_far,
@@ -159,8 +161,11 @@ def calibrate(held_out: CropSet, held_out_embeddings: np.ndarray, strangers: Cro
                             "--strangers before relying on it for 1:N)"}
         return door, one_to_one, accuracy
     stranger_set = as_embedded_set(strangers, stranger_embeddings)
+    # Strangers known to be enrolled people under another name are not strangers.
+    noise = np.array([Path(p).name in KNOWN_LABEL_NOISE for p in stranger_set.paths], bool)
     scores = open_set_scores(data.embeddings, data.found, data.labels,
-                             stranger_set.embeddings, stranger_set.found)
+                             stranger_set.embeddings, stranger_set.found,
+                             stranger_excluded=noise)
     threshold = scores.threshold_at_fpir(target_fpir, FLOOR["cosine"], DEFAULT_MARGIN)
     report = open_set(data, stranger_set, DEFAULT_MARGIN, threshold)
     door = {"score": round(threshold, 4), "margin": DEFAULT_MARGIN,
@@ -174,21 +179,26 @@ def calibrate(held_out: CropSet, held_out_embeddings: np.ndarray, strangers: Cro
     for target in FPIRS:
         accuracy[f"open_set_fnir_at_fpir_{target:g}"] = report["at_fpir"][f"{target:g}"]["fnir"]
     if target_fpir == 1e-3 and len(held_out.names) >= 10:
-        door.update(threshold_curve(held_out, held_out_embeddings, stranger_embeddings))
+        door.update(threshold_curve(held_out, held_out_embeddings, strangers,
+                                    stranger_embeddings))
+        # What the door would do with this many people, at the curve's threshold for them.
+        from training.calibrate_open_set import interpolate
+
+        at = interpolate(door["by_gallery_size"], len(held_out.names))
+        door["at_threshold"] = open_set(data, stranger_set, DEFAULT_MARGIN, at)["at_threshold"]
     return door, one_to_one, accuracy
 
 
-def threshold_curve(held_out: CropSet, embeddings: np.ndarray,
+def threshold_curve(held_out: CropSet, embeddings: np.ndarray, strangers: CropSet,
                     stranger_embeddings: np.ndarray) -> dict:
     """The door's threshold at FPIR 1e-3 for any gallery size, with ``score`` at 1,000
     people (as the default SFace card), and the door protocol's figures behind it."""
     from training.calibrate_open_set import INTERPOLATION, interpolate
     from training.compare import door_protocol, faces_of
 
-    strangers = stranger_embeddings / np.maximum(
-        np.linalg.norm(stranger_embeddings, axis=1, keepdims=True), 1e-12)
-    protocol = door_protocol(faces_of(held_out, embeddings), strangers.astype(np.float32),
-                             margin=DEFAULT_MARGIN)
+    protocol = door_protocol(faces_of(held_out, embeddings, KNOWN_WRONG_FACE),
+                             faces_of(strangers, stranger_embeddings,
+                                      KNOWN_LABEL_NOISE).embeddings, margin=DEFAULT_MARGIN)
     curve = protocol.pop("threshold_by_gallery_size")
     return {"score": round(interpolate(curve, 1000), 4), "by_gallery_size": curve,
             "interpolation": INTERPOLATION,

@@ -7,13 +7,18 @@ or PyTorch backend (``KERAS_BACKEND``); the run folder it writes is the same und
 
 A run folder holds:
 
-- ``config.json`` and ``split.json`` (the people trained on and the people held apart);
+- ``config.json`` and ``split.json`` (the people trained on, the people held apart and, when
+  fine-tuning with early stopping, the validation people that choose when to stop);
 - ``embedder.weights.h5`` and ``model.json``: the embedding network, without the loss's head
   (backend-neutral Keras weights; ``export`` turns them into TFLite);
 - ``checkpoints/``: the embedder every ``checkpoint_every`` epochs; ``backup/``: the whole
   training state each epoch, so running the same command again resumes an interrupted run;
-- ``training.csv`` (loss, learning rate and held-out verification per epoch),
-  ``tensorboard/`` (when TensorFlow is installed) and ``training.json`` (the summary).
+- ``training.csv`` (loss, learning rate and held-out verification per epoch; a fine-tuning
+  logs its centre warm-up in ``training-warmup.csv``), ``tensorboard/`` (when TensorFlow is
+  installed) and ``training.json`` (the summary).
+
+Fine-tuning a good start model (``init_from`` with any of the staged settings: see
+``fine_tune``) trains in two stages and keeps the best embedder on the validation people.
 """
 
 from __future__ import annotations

@@ -211,3 +211,15 @@ workers = 1
     assert isinstance(report["verdict"]["better_on_every_figure"], bool)
     assert (tmp_path / "roc.png").stat().st_size > 10_000
     assert "exported int8" in capsys.readouterr().out
+    card = json.loads((models / "tiny_sface_coco_int8.json").read_text())
+    assert card["judged_against_start_model"]["of_the_int8_file"] == report["verdict"]
+
+
+def test_fine_tuning_runs_in_mixed_precision_as_on_a_gpu(prepared, tmp_path):
+    import keras
+
+    summary = run_training(data=str(prepared), out=str(tmp_path / "mixed"),
+                           **{**FINE_TUNE, "epochs": 2, "mixed_precision": True})
+    assert "mixed float16" in summary["devices"]
+    assert np.isfinite(summary["final"]["loss"])
+    assert keras.mixed_precision.global_policy().name == "float32"
