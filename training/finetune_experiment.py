@@ -244,7 +244,11 @@ def _write_verdict_into_card(card_path: Path, report: dict, report_path: Path,
     """The card says how the model compares with the start model, and by which rule it may
     become the door's default."""
     card = json.loads(card_path.read_text())
+    better = report["verdict"]["better_on_every_figure"]
     card["judged_against_start_model"] = {
+        "status": ("better than the start model on every figure: may be made the door's "
+                   "default" if better else "not better than the start model on every "
+                   "figure: not the door's default"),
         "start_model": report["start_model"],
         "held_out_people": report["held_out_people"],
         "of_the_int8_file": report["verdict"],

@@ -213,6 +213,7 @@ workers = 1
     assert "exported int8" in capsys.readouterr().out
     card = json.loads((models / "tiny_sface_coco_int8.json").read_text())
     assert card["judged_against_start_model"]["of_the_int8_file"] == report["verdict"]
+    assert card["judged_against_start_model"]["status"].startswith(("better", "not better"))
 
 
 def test_fine_tuning_runs_in_mixed_precision_as_on_a_gpu(prepared, tmp_path):
