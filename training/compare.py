@@ -30,6 +30,7 @@ from training.calibrate_open_set import (
     SCORE_FLOOR,
     Faces,
     TailModel,
+    cluster_interval,
     open_set_trial,
     threshold_curves,
 )
@@ -138,16 +139,10 @@ def headline(report: dict) -> dict[str, float]:
 def paired_interval(new_misses: np.ndarray, old_misses: np.ndarray, people: np.ndarray,
                     resamples: int = 2000, seed: int = 0) -> list[float]:
     """95% interval of FNIR(new) - FNIR(old) over the same genuine probes, resampling whole
-    people (one person's probes are not independent), each model at its own threshold."""
-    _, group = np.unique(people, return_inverse=True)
-    new_per = np.bincount(group, weights=new_misses.astype(float))
-    old_per = np.bincount(group, weights=old_misses.astype(float))
-    size_per = np.bincount(group).astype(float)
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(size_per), np.full(len(size_per), 1 / len(size_per)),
-                              size=resamples)
-    differences = (weights @ (new_per - old_per)) / (weights @ size_per)
-    return [round(float(q), 4) for q in np.quantile(differences, [0.025, 0.975])]
+    people (one person's probes are not independent), each model at its own threshold: the
+    calibration's resampling, applied to the per-probe difference of misses (-1, 0 or 1)."""
+    difference = new_misses.astype(float) - old_misses.astype(float)
+    return [round(q, 4) for q in cluster_interval(difference, people, resamples, seed)]
 
 
 def verdict(candidate: dict, against: dict, new_misses: dict | None = None,

@@ -34,6 +34,8 @@ from device.errors import FacegateError
 from device.vision.alignment import ARCFACE_TEMPLATE_112
 from device.vision.models import default_models_dir, load_card
 from device.vision.pipeline import CANONICAL_MESH_FILE
+from training.calibrate_open_set import INTERPOLATION, interpolate
+from training.compare import door_protocol, faces_of
 from training.crop_evaluation import as_embedded_set, tflite_embeddings
 from training.data import CropSet, load_split
 from training.evaluate import (
@@ -182,8 +184,6 @@ def calibrate(held_out: CropSet, held_out_embeddings: np.ndarray, strangers: Cro
         door.update(threshold_curve(held_out, held_out_embeddings, strangers,
                                     stranger_embeddings))
         # What the door would do with this many people, at the curve's threshold for them.
-        from training.calibrate_open_set import interpolate
-
         at = interpolate(door["by_gallery_size"], len(held_out.names))
         door["at_threshold"] = open_set(data, stranger_set, DEFAULT_MARGIN, at)["at_threshold"]
     return door, one_to_one, accuracy
@@ -193,9 +193,6 @@ def threshold_curve(held_out: CropSet, embeddings: np.ndarray, strangers: CropSe
                     stranger_embeddings: np.ndarray) -> dict:
     """The door's threshold at FPIR 1e-3 for any gallery size, with ``score`` at 1,000
     people (as the default SFace card), and the door protocol's figures behind it."""
-    from training.calibrate_open_set import INTERPOLATION, interpolate
-    from training.compare import door_protocol, faces_of
-
     protocol = door_protocol(faces_of(held_out, embeddings, KNOWN_WRONG_FACE),
                              faces_of(strangers, stranger_embeddings,
                                       KNOWN_LABEL_NOISE).embeddings, margin=DEFAULT_MARGIN)

@@ -185,3 +185,64 @@ def start_model(weight_decay: float = 1e-3, cache: Path = DEFAULT_CACHE) -> Any:
     model = sface(BackboneSpec("sface", 1.0, 128, weight_decay))
     load_onnx_weights(model, float_onnx(cache))
     return model
+
+
+def parity_report(prepared: Path) -> dict[str, dict[str, float]]:
+    """Cosines between this Keras SFace and each shipped SFace file (through the door's
+    FaceEmbedder), and the float32 ONNX graph (onnxruntime), on a prepared folder's crops."""
+    import onnxruntime
+
+    from device.vision.models import load_card
+    from training.crop_evaluation import tflite_embeddings
+    from training.data import CropSet
+
+    crops = CropSet.load(prepared)
+    images = crops.images()
+    keras_embeddings = start_model().predict(images, batch_size=100, verbose=0)
+    session = onnxruntime.InferenceSession(str(float_onnx()),
+                                           providers=["CPUExecutionProvider"])
+    references = {"onnx_float32": np.concatenate([
+        session.run(None, {"data": image.transpose(2, 0, 1)[None]})[0] for image in images])}
+    for name in ("face_recognition_sface_2021dec_int8dr_xnnpack",
+                 "face_recognition_sface_2021dec_float16"):
+        references[name] = tflite_embeddings(load_card(name), crops)
+    report = {}
+    for name, reference in references.items():
+        reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+        cosines = np.einsum("ij,ij->i", keras_embeddings, reference)
+        report[name] = {"faces": len(cosines), "min_cosine": round(float(cosines.min()), 6),
+                        "mean_cosine": round(float(cosines.mean()), 6)}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.sface_keras --prepared DIR``: the parity figures of
+    docs/training.md (on ``tests/data/train-mini`` prepared, the test's crops)."""
+    import argparse
+    import json
+    import os
+    import tempfile
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    parser = argparse.ArgumentParser(prog="python -m training.sface_keras",
+                                     description=main.__doc__.split("\n")[0])
+    parser.add_argument("--prepared", type=Path, default=None,
+                        help="a prepared folder (default: tests/data/train-mini, prepared "
+                             "into a temporary folder)")
+    args = parser.parse_args(argv)
+    if args.prepared is not None:
+        print(json.dumps(parity_report(args.prepared), indent=2))
+        return 0
+    from training.prepare import prepare
+
+    with tempfile.TemporaryDirectory() as scratch:
+        prepare(ROOT / "tests" / "data" / "train-mini", Path(scratch), workers=1,
+                progress=False)
+        print(json.dumps(parity_report(Path(scratch)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
